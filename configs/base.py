@@ -1,0 +1,115 @@
+"""Every field of a vin_jax run, grouped. Variants (tiny, micro, paper) start from `base_config()`.
+
+Units: `*_frames` in `chunking` are latent frames; `data.num_frames` and `data.fps` are pixel frames.
+"""
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  # The DiT that denoises one window (context + chunk) jointly with the global tokens.
+  c.model = ml_collections.ConfigDict()
+  c.model.width = 256
+  c.model.depth = 8
+  c.model.num_heads = 8
+  c.model.mlp_ratio = 4.0
+  c.model.patch_size = 2          # spatial patch on the latent grid
+  c.model.temporal_patch = 1      # latent frames per token (STIV uses 2)
+  c.model.window_mode = "chunked"  # "chunked" (VIN / no_global) or "full" (one window over the video)
+  c.model.dtype = "float32"       # activations; softmax, norms and losses stay fp32
+  c.model.rope_theta = 10000.0
+
+  # The Video Interface Network: global tokens from keyframes of the noisy video.
+  c.vin = ml_collections.ConfigDict()
+  c.vin.enabled = True
+  c.vin.num_global_tokens = 64
+  c.vin.width = 256
+  c.vin.num_heads = 8
+  c.vin.processor_depth = 2
+  c.vin.mlp_ratio = 4.0
+
+  c.chunking = ml_collections.ConfigDict()
+  c.chunking.chunk_frames = 8               # F, latent frames per chunk
+  c.chunking.context_frames = 4             # L in training
+  c.chunking.inference_context_frames = 4   # L at sampling
+  c.chunking.keyframe_seconds = 1.0         # T_s
+  c.chunking.stop_gradient_context = True
+
+  c.autoencoder = ml_collections.ConfigDict()
+  c.autoencoder.kind = "patch"      # weight-free space-to-depth
+  c.autoencoder.spatial_factor = 2
+  c.autoencoder.temporal_factor = 1.0  # pixel frames per latent frame (float: 16/5 for the 3D VAE)
+  c.autoencoder.scale = 2.0         # pixels in [-1, 1] are multiplied by this after encoding
+  c.autoencoder.latent_channels = 0  # vae3d only; the patch autoencoder derives it
+
+  c.text = ml_collections.ConfigDict()
+  c.text.encoder = "bytes"          # "bytes" (tokenizer + small encoder) or "precomputed"
+  c.text.max_length = 32
+  c.text.width = 128
+  c.text.depth = 2
+  c.text.num_heads = 4
+  c.text.precomputed_dim = 0        # width of precomputed embeddings when encoder == "precomputed"
+  c.text.drop_prob = 0.1            # classifier-free guidance dropout in training
+
+  c.diffusion = ml_collections.ConfigDict()
+  c.diffusion.objective = "flow"    # "eps" | "v" | "flow"
+  c.diffusion.schedule = "cosine"   # for eps / v: "cosine" | "linear"
+  c.diffusion.logit_normal_mean = 0.0
+  c.diffusion.logit_normal_std = 1.0
+  c.diffusion.context_loss_weight = 1.0
+  c.diffusion.first_frame_cond_prob = 0.0   # STIV image conditioning: first latent frame given clean
+  c.diffusion.first_frame_drop_prob = 0.08  # ... and that condition dropped with this probability
+  c.diffusion.clean_context_prob = 0.0      # windows whose context is given clean (autoregressive training)
+
+  c.sampling = ml_collections.ConfigDict()
+  c.sampling.num_steps = 50
+  c.sampling.fusion = "early"       # "early" | "mid" | "late" | "none"
+  c.sampling.t_alpha = 20           # steps s > t_alpha fuse under "early"; all presets fuse num_steps - t_alpha steps
+  c.sampling.guidance_scale = 1.0
+  c.sampling.cfg_renorm = False
+  c.sampling.num_chunks = 8
+  c.sampling.num_samples = 2
+  c.sampling.method = "vin"         # "vin" | "full" | "autoregressive" | "no_global" | "freenoise"
+  c.sampling.use_ema = True
+  c.sampling.prompt = ""            # empty: captions of the dataset's first examples
+  c.sampling.freenoise_stride = 4   # latent frames between FreeNoise windows
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = "sprites"
+  c.data.data_dir = ""              # empty: WORKDIR/../data or $TFDS_DATA_DIR
+  c.data.num_examples = 256
+  c.data.num_frames = 32            # pixel frames per stored video (>= the longest bucket)
+  c.data.height = 16
+  c.data.width = 16
+  c.data.fps = 8.0
+  c.data.num_sprites = 1
+  c.data.sprite_size = 6
+  c.data.max_speed = 0.5            # pixels per frame
+  c.data.caption_detail = 0         # 0: count only; 1: + shapes; 2: + colours (nothing hidden)
+  c.data.bucket_chunks = (1, 2, 4)
+  c.data.bucket_weights = (1.0, 1.0, 1.0)
+  c.data.batch_size = 8
+
+  c.train = ml_collections.ConfigDict()
+  c.train.steps = 1000
+  c.train.learning_rate = 3e-4
+  c.train.warmup_steps = 100
+  c.train.weight_decay = 0.01
+  c.train.grad_clip = 1.0
+  c.train.ema_decay = 0.999
+  c.train.log_every = 10
+  c.train.checkpoint_every = 200
+  c.train.keep_checkpoints = 2
+
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.data = 1
+  c.mesh.chunk = 1
+  c.mesh.fsdp = 1
+  return c
+
+
+def get_config(arg=None):
+  del arg
+  return base_config()

@@ -1,0 +1,81 @@
+"""The CPU demo: 16x16 sprites, 8-frame chunks, a 3-layer DiT. Trains in a few minutes on 2 cores.
+
+`--config=configs/tiny.py:test` shrinks it further for unit tests.
+"""
+import pathlib
+
+from vin_jax import config as config_lib
+
+
+def get_config(arg=None):
+  c = config_lib.load_config_file(pathlib.Path(__file__).with_name("base.py"))
+  variants = config_lib.parse_variants(arg)
+
+  c.model.width = 64
+  c.model.depth = 3
+  c.model.num_heads = 4
+  c.vin.num_global_tokens = 8
+  c.vin.width = 64
+  c.vin.num_heads = 4
+  c.vin.processor_depth = 1
+  c.text.width = 32
+  c.text.depth = 1
+  c.text.num_heads = 2
+  c.text.max_length = 24
+
+  c.chunking.chunk_frames = 8
+  c.chunking.context_frames = 2
+  c.chunking.inference_context_frames = 2
+  c.chunking.keyframe_seconds = 0.5     # every 4 latent frames at 8 fps
+
+  c.data.num_examples = 512
+  c.data.num_frames = 32
+  c.data.height = 16
+  c.data.width = 16
+  c.data.sprite_size = 6
+  c.data.max_speed = 0.5
+  c.data.batch_size = 8
+
+  c.diffusion.objective = "flow"
+  c.train.steps = 600
+  c.train.learning_rate = 1e-3
+  c.train.warmup_steps = 50
+  c.train.ema_decay = 0.99
+  c.train.log_every = 10
+  c.train.checkpoint_every = 200
+
+  c.sampling.num_steps = 20
+  c.sampling.t_alpha = 10
+  c.sampling.num_chunks = 8
+  c.sampling.num_samples = 2
+
+  if variants.get("test"):
+    # Unit tests: the same shapes' code paths at the smallest sizes.
+    c.model.width = 32
+    c.model.depth = 2
+    c.model.num_heads = 2
+    c.vin.width = 32
+    c.vin.num_heads = 2
+    c.vin.num_global_tokens = 4
+    c.text.width = 16
+    c.text.num_heads = 2
+    c.text.max_length = 12
+    c.chunking.chunk_frames = 4
+    c.chunking.context_frames = 2
+    c.chunking.inference_context_frames = 2
+    c.data.num_examples = 16
+    c.data.num_frames = 16
+    c.data.height = 8
+    c.data.width = 8
+    c.data.sprite_size = 3
+    c.data.batch_size = 2
+    c.train.steps = 4
+    c.train.warmup_steps = 1
+    c.train.log_every = 1
+    c.train.checkpoint_every = 2
+    c.sampling.num_steps = 4
+    c.sampling.t_alpha = 2
+    c.sampling.num_chunks = 4
+    c.sampling.num_samples = 1
+    c.sampling.freenoise_stride = 2
+  return c

@@ -1,0 +1,219 @@
+"""Config loading, derived quantities and validation.
+
+`validate(config)` runs before anything compiles and raises `ConfigError` naming the field and its value.
+"""
+from __future__ import annotations
+
+import importlib.util
+import math
+import pathlib
+from typing import Sequence
+
+import ml_collections
+
+
+class ConfigError(ValueError):
+  """A config field has a value that cannot work; the message names the field."""
+
+
+def load_config_file(path: str | pathlib.Path, arg: str | None = None) -> ml_collections.ConfigDict:
+  """Loads `get_config(arg)` from a config file by path (variants load `base.py` this way)."""
+  path = pathlib.Path(path)
+  if not path.exists():
+    raise ConfigError(f"config file {path} does not exist")
+  spec = importlib.util.spec_from_file_location(f"vin_config_{path.stem}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg) if arg is not None else module.get_config()
+
+
+def parse_variants(arg: str | None) -> dict[str, str | bool]:
+  """'runlocal,steps=10' -> {'runlocal': True, 'steps': '10'}."""
+  out: dict[str, str | bool] = {}
+  for item in (arg or "").split(","):
+    item = item.strip()
+    if not item:
+      continue
+    key, sep, value = item.partition("=")
+    out[key] = value if sep else True
+  return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Derived quantities (one place for each formula).
+
+def keyframe_stride(config) -> int:
+  """Latent frames between VIN keyframes: max(1, round(T_s * fps / temporal_factor))."""
+  return max(1, round(config.chunking.keyframe_seconds * config.data.fps / config.autoencoder.temporal_factor))
+
+
+def latent_shape(config) -> tuple[int, int, int]:
+  """(h, w, c) of one latent frame."""
+  s = config.autoencoder.spatial_factor
+  return config.data.height // s, config.data.width // s, latent_channels(config)
+
+
+def latent_channels(config) -> int:
+  ae = config.autoencoder
+  if ae.kind == "patch":
+    return 3 * ae.spatial_factor ** 2 * int(round(ae.temporal_factor))
+  return ae.latent_channels
+
+
+def pixel_frames_per_chunk(config) -> int:
+  return int(round(config.chunking.chunk_frames * config.autoencoder.temporal_factor))
+
+
+def fusion_steps(config) -> int:
+  """How many sampling steps every fusion preset (but 'none') fuses."""
+  return config.sampling.num_steps - config.sampling.t_alpha
+
+
+# ----------------------------------------------------------------------------------------------
+
+_CHOICES = {
+    "model.window_mode": ("chunked", "full"),
+    "model.dtype": ("float32", "bfloat16"),
+    "autoencoder.kind": ("patch", "vae3d"),
+    "text.encoder": ("bytes", "precomputed"),
+    "diffusion.objective": ("eps", "v", "flow"),
+    "diffusion.schedule": ("cosine", "linear"),
+    "sampling.fusion": ("early", "mid", "late", "none"),
+    "sampling.method": ("vin", "full", "autoregressive", "no_global", "freenoise"),
+    "data.name": ("sprites", "video_folder"),
+}
+
+
+def _get(config, dotted: str):
+  node = config
+  for part in dotted.split("."):
+    node = node[part]
+  return node
+
+
+def validate(config, num_devices: int | None = None) -> None:
+  """Raises ConfigError on the first inconsistent setting. Cheap: no JAX computation."""
+
+  def fail(field, msg):
+    raise ConfigError(f"{field}={_get(config, field)!r}: {msg}")
+
+  def positive(*fields):
+    for f in fields:
+      if not _get(config, f) > 0:
+        fail(f, "must be > 0")
+
+  def probability(*fields):
+    for f in fields:
+      if not 0.0 <= _get(config, f) <= 1.0:
+        fail(f, "must be a probability in [0, 1]")
+
+  for field, choices in _CHOICES.items():
+    if _get(config, field) not in choices:
+      fail(field, f"must be one of {choices}")
+
+  positive("model.width", "model.depth", "model.num_heads", "model.patch_size", "model.temporal_patch",
+           "model.mlp_ratio", "chunking.chunk_frames", "chunking.keyframe_seconds",
+           "autoencoder.spatial_factor", "autoencoder.temporal_factor", "text.max_length", "text.width",
+           "text.num_heads", "sampling.num_steps", "sampling.num_chunks", "sampling.num_samples",
+           "sampling.freenoise_stride", "data.num_examples", "data.num_frames", "data.height", "data.width",
+           "data.fps", "data.batch_size", "data.sprite_size", "train.steps", "train.learning_rate",
+           "train.log_every", "train.checkpoint_every", "train.keep_checkpoints", "mesh.data", "mesh.chunk",
+           "mesh.fsdp", "vin.width", "vin.num_heads", "vin.mlp_ratio")
+  if config.vin.num_global_tokens <= 0:
+    fail("vin.num_global_tokens", "must be > 0 (turn the VIN off with vin.enabled=False)")
+  if config.vin.processor_depth < 0:
+    fail("vin.processor_depth", "must be >= 0")
+  if config.text.depth < 0:
+    fail("text.depth", "must be >= 0")
+  if config.data.num_sprites < 0:
+    fail("data.num_sprites", "must be >= 0")
+  if config.data.caption_detail not in (0, 1, 2):
+    fail("data.caption_detail", "must be 0 (count only), 1 (+ shapes) or 2 (+ colours)")
+  probability("text.drop_prob", "diffusion.first_frame_cond_prob", "diffusion.first_frame_drop_prob",
+              "diffusion.clean_context_prob", "train.ema_decay")
+  if config.diffusion.context_loss_weight < 0:
+    fail("diffusion.context_loss_weight", "must be >= 0")
+  if config.train.warmup_steps < 0 or config.train.warmup_steps > config.train.steps:
+    fail("train.warmup_steps", f"must be in [0, train.steps={config.train.steps}]")
+  if config.train.grad_clip < 0:
+    fail("train.grad_clip", "must be >= 0 (0 turns clipping off)")
+  if config.sampling.guidance_scale < 0:
+    fail("sampling.guidance_scale", "must be >= 0")
+
+  for field in ("model.width", "vin.width", "text.width"):
+    heads = {"model.width": "model.num_heads", "vin.width": "vin.num_heads", "text.width": "text.num_heads"}[field]
+    if _get(config, field) % _get(config, heads):
+      fail(field, f"must be divisible by {heads}={_get(config, heads)}")
+  if (config.model.width // config.model.num_heads) % 2:
+    fail("model.num_heads", f"head dim model.width/num_heads={config.model.width // config.model.num_heads} "
+         "must be even for RoPE")
+
+  # Chunks, windows and temporal patches (all in latent frames).
+  F, pt = config.chunking.chunk_frames, config.model.temporal_patch
+  for field in ("chunking.context_frames", "chunking.inference_context_frames"):
+    L = _get(config, field)
+    if L < 0:
+      fail(field, "must be >= 0")
+    if L > F:
+      fail(field, f"a context longer than a chunk (chunking.chunk_frames={F}) is not allowed")
+    if L % pt:
+      fail(field, f"must be a multiple of model.temporal_patch={pt}")
+  if F % pt:
+    fail("chunking.chunk_frames", f"must be a multiple of model.temporal_patch={pt}")
+  stride = keyframe_stride(config)
+  if F % stride:
+    fail("chunking.chunk_frames", f"must be divisible by the keyframe stride {stride} "
+         f"(= round(keyframe_seconds * fps / temporal_factor))")
+
+  # Resolution: pixels -> latents -> tokens.
+  ae = config.autoencoder
+  if ae.kind == "patch" and float(ae.temporal_factor) != int(ae.temporal_factor):
+    fail("autoencoder.temporal_factor", "must be a whole number for the patch autoencoder")
+  if ae.kind == "vae3d" and not ae.get("latent_channels", 0) > 0:
+    fail("autoencoder.kind", "vae3d needs autoencoder.latent_channels > 0")
+  factor = ae.spatial_factor * config.model.patch_size
+  for field in ("data.height", "data.width"):
+    if _get(config, field) % factor:
+      fail(field, f"must be divisible by autoencoder.spatial_factor * model.patch_size = {factor}")
+  chunk_pixels = F * ae.temporal_factor
+  if abs(chunk_pixels - round(chunk_pixels)) > 1e-6:
+    fail("chunking.chunk_frames", f"times autoencoder.temporal_factor={ae.temporal_factor} must be a whole "
+         "number of pixel frames")
+
+  # Data buckets.
+  buckets: Sequence[int] = tuple(config.data.bucket_chunks)
+  weights: Sequence[float] = tuple(config.data.bucket_weights)
+  if not buckets or any(n <= 0 for n in buckets):
+    fail("data.bucket_chunks", "must be a non-empty tuple of positive chunk counts")
+  if len(weights) != len(buckets):
+    fail("data.bucket_weights", f"must have one weight per bucket ({len(buckets)})")
+  if any(w < 0 for w in weights) or sum(weights) <= 0:
+    fail("data.bucket_weights", "must be non-negative and not all zero")
+  longest = max(buckets) * pixel_frames_per_chunk(config)
+  if config.data.num_frames < longest:
+    fail("data.num_frames", f"must hold the longest bucket: {max(buckets)} chunks = {longest} pixel frames")
+  if config.data.sprite_size > min(config.data.height, config.data.width):
+    fail("data.sprite_size", "must fit in the frame")
+
+  # Sampling.
+  s = config.sampling
+  if not 0 <= s.t_alpha <= s.num_steps:
+    fail("sampling.t_alpha", f"the fusion range must lie inside the step range [0, num_steps={s.num_steps}]")
+  if s.method == "freenoise" and s.freenoise_stride > F:
+    fail("sampling.freenoise_stride", f"must be <= chunking.chunk_frames={F}")
+
+  # Mesh.
+  if config.data.batch_size % (config.mesh.data * config.mesh.fsdp):
+    fail("data.batch_size", f"must be divisible by mesh.data * mesh.fsdp = {config.mesh.data * config.mesh.fsdp}")
+  if num_devices is not None:
+    product = config.mesh.data * config.mesh.chunk * config.mesh.fsdp
+    if product != num_devices:
+      fail("mesh.chunk", f"mesh.data * mesh.chunk * mesh.fsdp = {product} must equal the device count "
+           f"{num_devices}")
+  for n in buckets:
+    if n % config.mesh.chunk:
+      fail("data.bucket_chunks", f"bucket of {n} chunks is not divisible by mesh.chunk={config.mesh.chunk}")
+  if s.num_chunks % config.mesh.chunk:
+    fail("sampling.num_chunks", f"must be divisible by mesh.chunk={config.mesh.chunk}")
+  if not math.isfinite(config.train.learning_rate):
+    fail("train.learning_rate", "must be finite")
