@@ -1,0 +1,100 @@
+import json
+
+import numpy as np
+import pytest
+
+from vin_jax import config as config_lib
+from vin_jax.data import builder, pipeline
+from vin_jax.text import tokenizer
+
+
+def take(iterator, n):
+  return [next(iterator) for _ in range(n)]
+
+
+def assert_same_batches(a, b):
+  assert len(a) == len(b)
+  for x, y in zip(a, b):
+    assert x["num_chunks"] == y["num_chunks"]
+    np.testing.assert_array_equal(x["frames"], y["frames"])
+    np.testing.assert_array_equal(x["text_tokens"], y["text_tokens"])
+
+
+def test_batch_format_and_crops(config, data_dir):
+  source = builder.data_source(config, data_dir, "train")
+  it = pipeline.make_train_iterator(config, data_dir, process_index=0, process_count=1)
+  per_chunk = config_lib.pixel_frames_per_chunk(config)
+  seen = set()
+  for i in range(12):
+    batch = next(it)
+    n = batch["num_chunks"]
+    seen.add(n)
+    assert n in config.data.bucket_chunks
+    assert batch["frames"].shape == (config.data.batch_size, n * per_chunk, config.data.height,
+                                     config.data.width, 3)
+    assert batch["frames"].dtype == np.uint8
+    assert batch["text_tokens"].shape == (config.data.batch_size, config.text.max_length)
+    assert batch["text_tokens"].dtype == np.int32
+    for row, index in enumerate(it.reader.example_indices(i)):
+      example = source[int(index)]
+      # The row is a crop of consecutive frames of its example, and the tokens are its caption.
+      starts = [t for t in range(config.data.num_frames - n * per_chunk + 1)
+                if np.array_equal(example["frames"][t:t + n * per_chunk], batch["frames"][row])]
+      assert starts, (i, row)
+      assert tokenizer.detokenize(batch["text_tokens"][row:row + 1])[0] == (
+          example["caption"].decode()[:config.text.max_length])
+  assert seen == set(config.data.bucket_chunks)
+
+
+def test_one_epoch_visits_every_example_once(config, data_dir):
+  it = pipeline.make_train_iterator(config, data_dir, process_index=0, process_count=1)
+  per_epoch = config.data.num_examples // config.data.batch_size
+  for epoch in range(2):
+    indices = np.concatenate([it.reader.example_indices(epoch * per_epoch + i) for i in range(per_epoch)])
+    assert sorted(indices.tolist()) == list(range(config.data.num_examples))
+
+
+def test_bucket_proportions(config, data_dir):
+  config.data.bucket_weights = (1.0, 1.0, 2.0)
+  it = pipeline.make_train_iterator(config, data_dir, process_index=0, process_count=1)
+  num_batches = 400
+  counts = {n: 0 for n in config.data.bucket_chunks}
+  for batch in take(it, num_batches):
+    counts[batch["num_chunks"]] += 1
+  for n, p in zip(config.data.bucket_chunks, (0.25, 0.25, 0.5)):
+    sigma = np.sqrt(num_batches * p * (1 - p))
+    assert abs(counts[n] - num_batches * p) < 4 * sigma, counts
+
+
+def test_resume_from_json_state(config, data_dir):
+  it = pipeline.make_train_iterator(config, data_dir, process_index=0, process_count=1, num_threads=1)
+  take(it, 5)
+  state = json.loads(json.dumps(it.get_state()))
+  expected = take(it, 6)
+  resumed = pipeline.make_train_iterator(config, data_dir, process_index=0, process_count=1, num_threads=0)
+  take(resumed, 2)  # a different position, overwritten by set_state
+  resumed.set_state(state)
+  assert_same_batches(take(resumed, 6), expected)
+
+
+def test_processes_split_the_global_batch(config, data_dir):
+  config.data.batch_size = 4
+  whole = take(pipeline.make_train_iterator(config, data_dir, process_index=0, process_count=1), 8)
+  parts = [take(pipeline.make_train_iterator(config, data_dir, process_index=p, process_count=2), 8)
+           for p in range(2)]
+  for b, (first, second) in enumerate(zip(*parts)):
+    assert first["frames"].shape[0] == second["frames"].shape[0] == 2
+    joined = {"num_chunks": first["num_chunks"],
+              **{k: np.concatenate([first[k], second[k]]) for k in ("frames", "text_tokens")}}
+    assert second["num_chunks"] == first["num_chunks"]
+    assert_same_batches([joined], [whole[b]])
+
+
+def test_batch_size_must_split_over_processes(config, data_dir):
+  with pytest.raises(ValueError, match="data.batch_size=2"):
+    pipeline.make_train_iterator(config, data_dir, process_index=0, process_count=3)
+
+
+def test_default_sharding_is_the_jax_process(config, data_dir):
+  batch = next(pipeline.make_train_iterator(config, data_dir))
+  assert batch["frames"].shape[0] == config.data.batch_size
