@@ -1,0 +1,80 @@
+"""The VIN training objective.
+
+One diffusion time t per video. x_t and the targets are cut into windows by the same function as the model
+input; each window is scored on its own F frames plus `context_loss_weight` times its L context frames
+(against the previous chunk's targets). Window 0's context, and frames given clean (t = 0), score nothing.
+The loss is summed over chunks and averaged over videos.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from vin_jax.diffusion import randomness
+from vin_jax.model import windows
+from vin_jax.parallel import halo
+
+
+def clean_frame_mask(rng, b: int, n: int, f: int, config, *, row_offset=0, chunk_offset=0):
+  """[B, N, F] bool: frames given clean. STIV image conditioning (first latent frame, with condition
+  dropout) and, for the autoregressive baseline, a whole first chunk given clean as context."""
+  d = config.diffusion
+  r_first, r_drop, r_ctx = jax.random.split(rng, 3)
+  give_first = (randomness.row_uniform(r_first, b, row_offset) < d.first_frame_cond_prob) & (
+      randomness.row_uniform(r_drop, b, row_offset) >= d.first_frame_drop_prob)
+  chunk_index = chunk_offset + jnp.arange(n)
+  first_frame = (chunk_index[:, None] == 0) & (jnp.arange(f)[None, :] == 0)          # [N, F]
+  mask = give_first[:, None, None] & first_frame[None]
+  if d.clean_context_prob > 0:
+    # The whole first chunk becomes clean context for the next one (a 1-chunk video then scores nothing).
+    clean_ctx = randomness.row_uniform(r_ctx, b, row_offset) < d.clean_context_prob
+    mask = mask | (clean_ctx[:, None, None] & (chunk_index[None, :, None] == 0))
+  return mask
+
+
+def diffusion_loss(model, schedule, config, x0_BxNxFxhxwxc, text, rng, *, axis_name=None, row_offset=0):
+  """Sums over this device's videos and chunks (dict of scalars); `summarize` turns them into metrics.
+
+  `axis_name` is the chunk mesh axis inside shard_map; `row_offset` the global index of the first row.
+  The differentiable loss is sums["loss"] / global batch size.
+  """
+  b, n, f = x0_BxNxFxhxwxc.shape[:3]
+  chunk_offset = halo.chunk_offset(n, axis_name)
+  r_t, r_noise, r_text, r_clean = jax.random.split(rng, 4)
+  t_B = jax.vmap(lambda k: schedule.sample_t(k, ()))(randomness.row_keys(r_t, b, row_offset))
+  clean = clean_frame_mask(r_clean, b, n, f, config, row_offset=row_offset, chunk_offset=chunk_offset)
+  t = jnp.where(clean, 0.0, t_B[:, None, None])
+  noise = randomness.chunk_normal(r_noise, x0_BxNxFxhxwxc.shape, row_offset, chunk_offset)
+  x_t = schedule.add_noise(x0_BxNxFxhxwxc, noise, t)
+  target = schedule.target(x0_BxNxFxhxwxc, noise, t)
+  drop_text = randomness.row_uniform(r_text, b, row_offset) < config.text.drop_prob
+
+  L = config.chunking.context_frames
+  preds, valid = model(x_t, t, text, context_frames=L, drop_text_B=drop_text, axis_name=axis_name)
+  L = model.context_frames(L)
+  target_win, _ = windows.build_windows(target, L, axis_name=axis_name)
+  t_win, _ = windows.build_windows(t, L, axis_name=axis_name)
+  mse_BxNxW = jnp.mean(jnp.square(preds.astype(jnp.float32) - target_win), axis=(3, 4, 5))
+  is_context = jnp.arange(preds.shape[2]) < L
+  frame_weight = jnp.where(is_context, config.diffusion.context_loss_weight, 1.0)[None] * valid  # [N, W]
+  weight = frame_weight[None] * (t_win > 0)
+  per_video = jnp.sum(weight * mse_BxNxW, axis=(1, 2)) / f
+  own = (~is_context)[None, None] & (t_win > 0)
+  ctx = is_context[None, None] & valid[None] & (t_win > 0)
+  sums = {
+      "loss": jnp.sum(per_video),
+      "own_mse_sum": jnp.sum(jnp.where(own, mse_BxNxW, 0.0)),
+      "own_count": jnp.sum(own).astype(jnp.float32),
+      "context_mse_sum": jnp.sum(jnp.where(ctx, mse_BxNxW, 0.0)),
+      "context_count": jnp.sum(ctx).astype(jnp.float32),
+  }
+  return sums
+
+
+def summarize(sums, global_batch: int):
+  """Sums (already added over devices) -> {loss, own_mse, context_mse}."""
+  return {
+      "loss": sums["loss"] / global_batch,
+      "own_mse": sums["own_mse_sum"] / jnp.maximum(sums["own_count"], 1.0),
+      "context_mse": sums["context_mse_sum"] / jnp.maximum(sums["context_count"], 1.0),
+  }

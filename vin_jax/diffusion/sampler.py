@@ -1,0 +1,171 @@
+"""Samplers: all chunks in parallel with token fusion (VIN, no_global, full), and the baselines
+(autoregressive chunk after chunk, FreeNoise sliding windows), all on the same denoiser.
+
+Latents are chunk-major [B, N, F, h, w, c]. Steps s count down from num_steps to 1.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vin_jax.diffusion import fusion, randomness
+from vin_jax.diffusion.schedules import Schedule
+
+METHODS = ("vin", "full", "autoregressive", "no_global", "freenoise")
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplerSettings:
+  num_steps: int
+  context_frames: int            # L at inference
+  fusion: str = "early"
+  t_alpha: int = 0
+  guidance_scale: float = 1.0
+  cfg_renorm: bool = False
+  use_global: bool = True        # False: the `no_global` method on any model
+  full: bool | None = None       # True: one window over the video (`full`); None: as the model was built
+  freenoise_stride: int = 4
+
+  @classmethod
+  def from_config(cls, config, **overrides) -> "SamplerSettings":
+    s = config.sampling
+    settings = cls(num_steps=s.num_steps, context_frames=config.chunking.inference_context_frames,
+                   fusion=s.fusion, t_alpha=s.t_alpha, guidance_scale=s.guidance_scale, cfg_renorm=s.cfg_renorm,
+                   freenoise_stride=s.freenoise_stride)
+    return dataclasses.replace(settings, **overrides)
+
+  @classmethod
+  def for_method(cls, config, method: str) -> "SamplerSettings":
+    if method not in METHODS:
+      raise ValueError(f"method={method!r} must be one of {METHODS}")
+    if method == "no_global":
+      return cls.from_config(config, use_global=False)
+    if method == "full":
+      return cls.from_config(config, full=True, use_global=False)
+    if method == "autoregressive":
+      return cls.from_config(config, fusion="none")
+    return cls.from_config(config)
+
+
+def guided_prediction(model, x_BxNxFx___, t_BxNxF, text, settings: SamplerSettings, *, axis_name=None):
+  """Window predictions [B, N, L+F, ...] with classifier-free guidance in one batched call."""
+  kwargs = dict(context_frames=settings.context_frames, axis_name=axis_name, use_global=settings.use_global,
+                full=settings.full)
+  b = x_BxNxFx___.shape[0]
+  if settings.guidance_scale == 1.0:
+    preds, _ = model(x_BxNxFx___, t_BxNxF, text, **kwargs)
+    return preds
+  double = lambda a: jnp.concatenate([a, a], axis=0)
+  drop = jnp.concatenate([jnp.zeros((b,), bool), jnp.ones((b,), bool)])
+  preds, _ = model(double(x_BxNxFx___), double(t_BxNxF), double(text), drop_text_B=drop, **kwargs)
+  cond, uncond = preds[:b], preds[b:]
+  guided = uncond + settings.guidance_scale * (cond - uncond)
+  if settings.cfg_renorm:  # STIV: rescale each frame's guided prediction to the conditional one's norm
+    norm = lambda a: jnp.sqrt(jnp.sum(jnp.square(a), axis=(3, 4, 5), keepdims=True) + 1e-12)
+    guided = guided * (norm(cond) / norm(guided))
+  return guided
+
+
+def sample_parallel(model, schedule: Schedule, settings: SamplerSettings, noise_BxNxFx___, text, *,
+                    clean_x0=None, clean_mask_BxNxF=None, axis_name=None):
+  """All chunks denoised together: one `lax.scan` over the steps; the carry is the noisy video.
+
+  Each step: global tokens from the current noisy video, predictions for all windows, fusion of the
+  overlaps if the step is in the fusion range, then the scheduler step. Frames in `clean_mask` are held
+  at `clean_x0` with t = 0 (image-to-video, prediction, interpolation, the autoregressive baseline).
+  Returns the sampled latents [B, N, F, h, w, c].
+  """
+  ts = schedule.timesteps(settings.num_steps)
+  b, n, f = noise_BxNxFx___.shape[:3]
+  if clean_mask_BxNxF is None:
+    clean_mask_BxNxF = jnp.zeros((b, n, f), bool)
+    clean_x0 = jnp.zeros_like(noise_BxNxFx___)
+  hold = clean_mask_BxNxF.reshape(clean_mask_BxNxF.shape + (1,) * (noise_BxNxFx___.ndim - 3))
+  context = 0 if settings.full else settings.context_frames
+
+  def body(x, i):
+    step = settings.num_steps - i
+    t = jnp.where(clean_mask_BxNxF, 0.0, ts[i])
+    t_next = jnp.where(clean_mask_BxNxF, 0.0, ts[i + 1])
+    x = jnp.where(hold, clean_x0, x)
+    preds = guided_prediction(model, x, t, text, settings, axis_name=axis_name)
+    active = fusion.fusion_active(step, settings.num_steps, settings.t_alpha, settings.fusion)
+    pred = fusion.fuse_windows(preds, context, active, axis_name)
+    x = schedule.step(x, pred, t, t_next)
+    return jnp.where(hold, clean_x0, x), None
+
+  x, _ = jax.lax.scan(body, noise_BxNxFx___, jnp.arange(settings.num_steps))
+  return x
+
+
+def initial_noise(rng, shape_BxNxFx___, *, row_offset=0, chunk_offset=0):
+  """Starting noise keyed per (row, chunk), identical however the chunks are sharded."""
+  return randomness.chunk_normal(rng, shape_BxNxFx___, row_offset, chunk_offset)
+
+
+def sample_autoregressive(chain: Callable, noise_BxNxFx___, text):
+  """Chunk after chunk: chunk i is sampled as the second chunk of a 2-chunk video whose first chunk is
+  chunk i-1's result, held clean (t = 0); its window context is therefore clean. N sequential chains.
+
+  `chain(noise, text, clean_x0, clean_mask)` is a (jitted) `sample_parallel` with fusion 'none'.
+  """
+  b, n, f = noise_BxNxFx___.shape[:3]
+  first = chain(noise_BxNxFx___[:, :1], text, jnp.zeros_like(noise_BxNxFx___[:, :1]), jnp.zeros((b, 1, f), bool))
+  chunks = [first[:, 0]]
+  mask = jnp.zeros((b, 2, f), bool).at[:, 0].set(True)
+  for i in range(1, n):
+    pair_noise = jnp.stack([jnp.zeros_like(chunks[-1]), noise_BxNxFx___[:, i]], axis=1)
+    pair_x0 = jnp.stack([chunks[-1], jnp.zeros_like(chunks[-1])], axis=1)
+    pair = chain(pair_noise, text, pair_x0, mask)
+    chunks.append(pair[:, 1])
+  return jnp.stack(chunks, axis=1)
+
+
+def freenoise_noise(rng, shape_BxNxFx___):
+  """FreeNoise noise rescheduling: every later chunk's noise is a random permutation of the first
+  chunk's noise frames, so distant windows start from correlated noise. [B, N, F, ...]."""
+  b, n, f = shape_BxNxFx___[:3]
+  base = jax.random.normal(rng, (b, f) + tuple(shape_BxNxFx___[3:]))
+  perms = [np.arange(f)] + [np.asarray(jax.random.permutation(jax.random.fold_in(rng, i + 1), f))
+                            for i in range(n - 1)]
+  return jnp.stack([base[:, p] for p in perms], axis=1)
+
+
+def freenoise_windows(num_frames: int, window: int, stride: int) -> np.ndarray:
+  """Start frames of sliding windows covering [0, num_frames): every `stride`, the last one flush."""
+  starts = list(range(0, num_frames - window + 1, stride))
+  if starts[-1] != num_frames - window:
+    starts.append(num_frames - window)
+  return np.asarray(starts)
+
+
+def sample_freenoise(model, schedule: Schedule, settings: SamplerSettings, noise_BxNxFx___, text):
+  """Training-free long video from a one-chunk model: sliding windows of F frames (stride
+  `freenoise_stride`), each denoised on its own (VIN over that window only), predictions averaged
+  per frame, on FreeNoise-rescheduled noise (see `freenoise_noise`)."""
+  b, n, f = noise_BxNxFx___.shape[:3]
+  frame_shape = noise_BxNxFx___.shape[3:]
+  total = n * f
+  starts = freenoise_windows(total, f, settings.freenoise_stride)
+  index = jnp.asarray(starts[:, None] + np.arange(f)[None])                    # [Nw, F]
+  counts = jnp.zeros((total,)).at[index.reshape(-1)].add(1.0)
+  ts = schedule.timesteps(settings.num_steps)
+  one_chunk = dataclasses.replace(settings, context_frames=0, fusion="none")
+  nw = len(starts)
+
+  def body(x_BxTx___, i):
+    windows = x_BxTx___[:, index]                                              # [B, Nw, F, ...]
+    as_videos = windows.reshape(b * nw, 1, f, *frame_shape)
+    t = jnp.full((b * nw, 1, f), ts[i])
+    preds = guided_prediction(model, as_videos, t, jnp.repeat(text, nw, axis=0), one_chunk)
+    preds = preds.reshape(b, nw * f, *frame_shape)
+    summed = jnp.zeros_like(x_BxTx___).at[:, index.reshape(-1)].add(preds)
+    pred = summed / counts.reshape((1, total) + (1,) * len(frame_shape))
+    return schedule.step(x_BxTx___, pred, ts[i], ts[i + 1]), None
+
+  x, _ = jax.lax.scan(body, noise_BxNxFx___.reshape(b, total, *frame_shape), jnp.arange(settings.num_steps))
+  return x.reshape(b, n, f, *frame_shape)

@@ -1,0 +1,87 @@
+"""Video -> windows -> predictions. One module serves VIN, `no_global` (vin.enabled=False) and `full`
+(model.window_mode="full": one window over the whole video, no global tokens): flags, not forks.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from vin_jax.model import dit, vin, windows
+from vin_jax.text import encoder as text_encoder
+
+
+class VideoDenoiser(nnx.Module):
+
+  def __init__(self, config, *, rngs: nnx.Rngs):
+    self.full = config.model.window_mode == "full"
+    use_vin = config.vin.enabled and not self.full
+    self.text = text_encoder.TextEncoder(config, rngs=rngs)
+    self.vin = vin.VideoInterfaceNetwork(config, rngs=rngs) if use_vin else None
+    self.dit = dit.WindowDiT(config, use_global_tokens=use_vin, rngs=rngs)
+    self.stop_gradient_context = bool(config.chunking.stop_gradient_context)
+
+  def context_frames(self, requested: int, full: bool | None = None) -> int:
+    """The `full` mode has no context: its one window is the video."""
+    return 0 if (self.full if full is None else full) else requested
+
+  def encode_text(self, text, drop_B=None):
+    return self.text(text, drop_B)
+
+  def global_tokens(self, x_t_BxNxFxhxwxc, t_BxNxF, text_tokens, text_mask, *, axis_name=None):
+    """[B, G, Dv] from the noisy video, or None when the VIN is off."""
+    if self.vin is None:
+      return None
+    return self.vin(x_t_BxNxFxhxwxc, t_BxNxF, video_time(t_BxNxF, axis_name), text_tokens, text_mask,
+                    axis_name=axis_name)
+
+  def __call__(self, x_t_BxNxFxhxwxc, t_BxNxF, text, *, context_frames: int, drop_text_B=None,
+               axis_name=None, global_tokens=None, use_global: bool = True, full: bool | None = None):
+    """Predictions for every frame of every window.
+
+    Args:
+      x_t: noisy latent video, chunk-major [B, N, F, h, w, c] (the local chunks when sharded).
+      t: per-frame diffusion time in [0, 1], [B, N, F]; 0 marks a clean (given) frame.
+      text: byte tokens [B, Lt] or precomputed embeddings [B, Lt, E].
+      context_frames: L, the context from the previous chunk.
+      global_tokens: overrides the VIN's output (e.g. another video's tokens, to test they are used).
+      use_global: False runs the windows without global tokens (`no_global` sampling of a VIN model).
+      full: overrides model.window_mode at call time (`full` sampling of a chunked model).
+    Returns:
+      preds [B, N, L + F, h, w, c] (L = 0 in full mode) and window validity [N, L + F].
+    """
+    b, n, f = x_t_BxNxFxhxwxc.shape[:3]
+    full = self.full if full is None else full
+    text_tokens, text_mask = self.encode_text(text, drop_text_B)
+    if full or not use_global:
+      global_tokens = None
+    elif global_tokens is None:
+      global_tokens = self.global_tokens(x_t_BxNxFxhxwxc, t_BxNxF, text_tokens, text_mask,
+                                         axis_name=axis_name)
+    t_video = video_time(t_BxNxF, axis_name)
+    if full:
+      x_t_BxNxFxhxwxc = x_t_BxNxFxhxwxc.reshape(b, 1, n * f, *x_t_BxNxFxhxwxc.shape[3:])
+      t_BxNxF = t_BxNxF.reshape(b, 1, n * f)
+    L = self.context_frames(context_frames, full)
+    win, valid = windows.build_windows(x_t_BxNxFxhxwxc, L, stop_gradient=self.stop_gradient_context,
+                                       axis_name=axis_name)
+    t_win, _ = windows.build_windows(t_BxNxF, L, axis_name=axis_name)
+    nw, w = win.shape[1], win.shape[2]
+
+    def per_window(a):  # [B, ...] -> [B * Nw, ...]
+      return jnp.repeat(a, nw, axis=0) if a is not None else None
+
+    preds = self.dit(win.reshape(b * nw, w, *win.shape[3:]), t_win.reshape(b * nw, w),
+                     jnp.broadcast_to(valid[None], (b, nw, w)).reshape(b * nw, w), per_window(global_tokens),
+                     per_window(t_video), per_window(text_tokens), per_window(text_mask))
+    preds = preds.reshape(b, nw, w, *preds.shape[2:])
+    if full:
+      preds = preds.reshape(b, n, f, *preds.shape[3:])
+      valid = jnp.ones((n, f), bool)
+    return preds, valid
+
+
+def video_time(t_BxNxF, axis_name=None):
+  """The video's diffusion time [B]: the largest per-frame time (clean frames have 0)."""
+  t = jnp.max(t_BxNxF, axis=(1, 2))
+  return jax.lax.pmax(jax.lax.stop_gradient(t), axis_name) if axis_name is not None else t

@@ -1,0 +1,76 @@
+"""The DiT that denoises one window: window tokens and projected global tokens attend jointly.
+
+Tokens are (temporal patch, row, column) patches of the latent window, with 3D RoPE on window-local
+positions. Timesteps are per frame (clean frames have t = 0) and modulate every block through AdaLN-single.
+The global tokens' outputs are dropped.
+"""
+from __future__ import annotations
+
+import einops
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from vin_jax import config as config_lib
+from vin_jax.model import layers
+
+
+class WindowDiT(nnx.Module):
+
+  def __init__(self, config, *, use_global_tokens: bool, rngs: nnx.Rngs):
+    m = config.model
+    width, p, pt = m.width, m.patch_size, m.temporal_patch
+    h, w, c = config_lib.latent_shape(config)
+    dtype = jnp.dtype(m.dtype)
+    self.patch_size, self.temporal_patch = p, pt
+    self.grid = (h // p, w // p)
+    self.rope_theta = m.rope_theta
+    self.head_dim = width // m.num_heads
+    patch_dim = pt * p * p * c
+    self.patch_embed = nnx.Linear(patch_dim, width, dtype=dtype, rngs=rngs)
+    self.time = layers.TimestepEmbedder(width, rngs=rngs)
+    self.adaln = layers.SharedAdaLN(width, 6, rngs=rngs)
+    self.global_proj = nnx.Linear(config.vin.width, width, rngs=rngs) if use_global_tokens else None
+    self.blocks = nnx.List([layers.DiTBlock(width, m.num_heads, m.mlp_ratio, config.text.width, rngs=rngs,
+                                            dtype=dtype) for _ in range(m.depth)])
+    self.final_adaln = layers.SharedAdaLN(width, 2, rngs=rngs)
+    self.final_table = nnx.Param(jnp.zeros((2, width), jnp.float32))
+    self.final_norm = layers.RMSNorm(width, use_scale=False)
+    self.final = nnx.Linear(width, patch_dim, kernel_init=nnx.initializers.zeros_init(), rngs=rngs)
+
+  def rope(self, num_time_patches: int):
+    gh, gw = self.grid
+    t, y, x = np.meshgrid(np.arange(num_time_patches), np.arange(gh), np.arange(gw), indexing="ij")
+    positions = np.stack([t.ravel(), y.ravel(), x.ravel()], axis=-1)
+    return layers.rope_angles(jnp.asarray(positions), self.head_dim, self.rope_theta)
+
+  def __call__(self, window_BxWxhxwxc, t_BxW, valid_BxW, global_BxGxDv, t_video_B, text_BxLtxDt,
+               text_mask_BxLt):
+    """Predicts the diffusion target for every frame of the windows: [B, W, h, w, c].
+
+    `global_BxGxDv=None` runs the window without global tokens (the `no_global` sampling method).
+    """
+    p, pt = self.patch_size, self.temporal_patch
+    b, num_frames = window_BxWxhxwxc.shape[:2]
+    patches = einops.rearrange(window_BxWxhxwxc, "b (t pt) (h ph) (w pw) c -> b t (h w) (pt ph pw c)",
+                               pt=pt, ph=p, pw=p)
+    x = self.patch_embed(patches)                                                 # [B, Tp, S, D]
+    tp, s = x.shape[1], x.shape[2]
+    t_patch = t_BxW.reshape(b, tp, pt).mean(-1)                                   # [B, Tp]
+    valid = valid_BxW.reshape(b, tp, pt).all(-1)
+    t_emb = self.time(t_patch)                                                    # [B, Tp, D]
+    segments = [layers.Segment(x, self.adaln(t_emb), self.rope(tp))]
+    key_mask = jnp.repeat(valid, s, axis=1)                                       # [B, Tp*S]
+    if self.global_proj is not None and global_BxGxDv is not None:
+      g = self.global_proj(global_BxGxDv)
+      segments.append(layers.Segment(g[:, None], self.adaln(self.time(t_video_B))[:, None]))
+      key_mask = jnp.concatenate([key_mask, jnp.ones(g.shape[:2], bool)], axis=1)
+    for block in self.blocks:
+      segments = block(segments, text_BxLtxDt, text_mask_BxLt, key_mask)
+    x = segments[0].x
+    mod = self.final_adaln(t_emb) + self.final_table[...]                        # [B, Tp, 2, D]
+    x = self.final_norm(x) * (1 + mod[:, :, None, 1]) + mod[:, :, None, 0]
+    out = self.final(x).astype(jnp.float32)
+    gh, gw = self.grid
+    return einops.rearrange(out, "b t (h w) (pt ph pw c) -> b (t pt) (h ph) (w pw) c",
+                            h=gh, w=gw, pt=pt, ph=p, pw=p)

@@ -1,0 +1,249 @@
+"""Shared building blocks: the one attention function, 3D RoPE, sandwich-norm blocks, shared AdaLN-single.
+
+Shape letters: B batch, L/Q/K token counts, H heads, Dh head dim, D width, T frames (or temporal patches),
+S spatial tokens per frame.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+NEG_INF = -1e30
+
+
+def attention(q_BxQxHxDh, k_BxKxHxDh, v_BxKxHxDh, key_mask_BxK=None, *, return_lse: bool = False):
+  """Softmax attention in fp32. Returns out [B, Q, H, Dh] (and lse [B, Q, H] if asked).
+
+  Written with einsum + logsumexp (not jax.nn.dot_product_attention) so that the log-sum-exp carries a
+  gradient: the distributed VIN cross-attention combines partial results by their lse.
+  A query whose keys are all masked gets lse = -1e30 and output 0.
+  """
+  dtype = q_BxQxHxDh.dtype
+  scale = 1.0 / math.sqrt(q_BxQxHxDh.shape[-1])
+  logits_BxHxQxK = jnp.einsum("bqhd,bkhd->bhqk", q_BxQxHxDh.astype(jnp.float32),
+                              k_BxKxHxDh.astype(jnp.float32)) * scale
+  if key_mask_BxK is not None:
+    logits_BxHxQxK = jnp.where(key_mask_BxK[:, None, None, :], logits_BxHxQxK, NEG_INF)
+  lse_BxHxQ = jax.nn.logsumexp(logits_BxHxQxK, axis=-1)
+  probs = jnp.exp(logits_BxHxQxK - lse_BxHxQ[..., None])
+  if key_mask_BxK is not None:
+    probs = jnp.where(key_mask_BxK[:, None, None, :], probs, 0.0)
+  out_BxQxHxDh = jnp.einsum("bhqk,bkhd->bqhd", probs, v_BxKxHxDh.astype(jnp.float32)).astype(dtype)
+  if return_lse:
+    return out_BxQxHxDh, jnp.transpose(lse_BxHxQ, (0, 2, 1))
+  return out_BxQxHxDh
+
+
+def rope_angles(positions_LxA: jax.Array, head_dim: int, theta: float) -> jax.Array:
+  """Angles [L, head_dim // 2] for A-dimensional positions (A=3: time, row, column).
+
+  The head dim's rotation pairs are split over the axes: the spatial axes get pairs // (A) each and time
+  gets the rest.
+  """
+  num_axes = positions_LxA.shape[-1]
+  pairs = head_dim // 2
+  per_spatial = pairs // num_axes
+  sizes = [pairs - per_spatial * (num_axes - 1)] + [per_spatial] * (num_axes - 1)
+  angles = []
+  for axis, n in enumerate(sizes):
+    if n == 0:
+      continue
+    freqs = theta ** (-jnp.arange(n, dtype=jnp.float32) / n)
+    angles.append(positions_LxA[:, axis:axis + 1].astype(jnp.float32) * freqs[None, :])
+  return jnp.concatenate(angles, axis=-1)
+
+
+def apply_rope(x_BxLxHxDh: jax.Array, angles_LxP: jax.Array) -> jax.Array:
+  """Rotates the first L' = angles.shape[0] tokens of x (rotate-half convention); later tokens pass."""
+  n = angles_LxP.shape[0]
+  head, tail = x_BxLxHxDh[:, :n], x_BxLxHxDh[:, n:]
+  pairs = angles_LxP.shape[-1]
+  x1, x2 = head[..., :pairs].astype(jnp.float32), head[..., pairs:].astype(jnp.float32)
+  cos, sin = jnp.cos(angles_LxP)[None, :, None, :], jnp.sin(angles_LxP)[None, :, None, :]
+  rotated = jnp.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1).astype(x_BxLxHxDh.dtype)
+  return jnp.concatenate([rotated, tail], axis=1)
+
+
+class RMSNorm(nnx.Module):
+  """RMS norm computed in fp32; `use_scale=False` for norms that AdaLN modulates."""
+
+  def __init__(self, dim: int, *, use_scale: bool = True, eps: float = 1e-6):
+    self.eps = eps
+    self.scale = nnx.Param(jnp.ones((dim,), jnp.float32)) if use_scale else None
+
+  def __call__(self, x):
+    x32 = x.astype(jnp.float32)
+    y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+    if self.scale is not None:
+      y = y * self.scale[...]
+    return y.astype(x.dtype)
+
+
+def _linear(din, dout, rngs, *, zero=False, dtype=jnp.float32):
+  init = nnx.initializers.zeros_init() if zero else nnx.initializers.xavier_uniform()
+  return nnx.Linear(din, dout, kernel_init=init, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
+
+
+class Attention(nnx.Module):
+  """Multi-head attention with QK-norm and optional RoPE on a prefix of the queries and keys."""
+
+  def __init__(self, width: int, num_heads: int, *, kv_width: int | None = None, rngs: nnx.Rngs,
+               dtype=jnp.float32):
+    self.num_heads = num_heads
+    self.head_dim = width // num_heads
+    kv_width = kv_width or width
+    self.q = _linear(width, width, rngs, dtype=dtype)
+    self.k = _linear(kv_width, width, rngs, dtype=dtype)
+    self.v = _linear(kv_width, width, rngs, dtype=dtype)
+    self.out = _linear(width, width, rngs, dtype=dtype)
+    self.q_norm = RMSNorm(self.head_dim)
+    self.k_norm = RMSNorm(self.head_dim)
+
+  def project_q(self, x_BxQxD, rope=None):
+    q = self.q_norm(self.q(x_BxQxD).reshape(*x_BxQxD.shape[:2], self.num_heads, self.head_dim))
+    return q if rope is None else apply_rope(q, rope)
+
+  def project_kv(self, x_BxKxD, rope=None):
+    shape = (*x_BxKxD.shape[:2], self.num_heads, self.head_dim)
+    k = self.k_norm(self.k(x_BxKxD).reshape(shape))
+    v = self.v(x_BxKxD).reshape(shape)
+    return (k if rope is None else apply_rope(k, rope)), v
+
+  def merge_heads(self, o_BxQxHxDh):
+    return self.out(o_BxQxHxDh.reshape(*o_BxQxHxDh.shape[:2], -1))
+
+  def __call__(self, x_BxQxD, context_BxKxD=None, *, key_mask_BxK=None, rope_angles_LxP=None):
+    """Self-attention (context None) or cross-attention. RoPE applies to self-attention only."""
+    if context_BxKxD is None:
+      q = self.project_q(x_BxQxD, rope_angles_LxP)
+      k, v = self.project_kv(x_BxQxD, rope_angles_LxP)
+    else:
+      q = self.project_q(x_BxQxD)
+      k, v = self.project_kv(context_BxKxD)
+    return self.merge_heads(attention(q, k, v, key_mask_BxK))
+
+
+class Mlp(nnx.Module):
+
+  def __init__(self, width: int, ratio: float, *, rngs: nnx.Rngs, dtype=jnp.float32, zero_out=False):
+    hidden = int(width * ratio)
+    self.fc1 = _linear(width, hidden, rngs, dtype=dtype)
+    self.fc2 = _linear(hidden, width, rngs, dtype=dtype, zero=zero_out)
+
+  def __call__(self, x):
+    return self.fc2(jax.nn.gelu(self.fc1(x)))
+
+
+def timestep_features(t: jax.Array, dim: int = 256, max_period: float = 10000.0) -> jax.Array:
+  """Sinusoidal features [..., dim] of t in [0, 1] (scaled by 1000 like discrete diffusion steps)."""
+  half = dim // 2
+  freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
+  args = (t.astype(jnp.float32) * 1000.0)[..., None] * freqs
+  return jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
+
+
+def position_features(pos: jax.Array, dim: int, max_period: float = 10000.0) -> jax.Array:
+  """Sinusoidal features [..., dim] of integer positions (frame indices), for any video length."""
+  half = dim // 2
+  freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
+  args = pos.astype(jnp.float32)[..., None] * freqs
+  return jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
+
+
+class TimestepEmbedder(nnx.Module):
+  """t [...] -> [..., width]; normalised before AdaLN (STIV: projected conditions are normalised)."""
+
+  def __init__(self, width: int, *, rngs: nnx.Rngs):
+    self.fc1 = _linear(256, width, rngs)
+    self.fc2 = _linear(width, width, rngs)
+    self.norm = RMSNorm(width)
+
+  def __call__(self, t):
+    return self.norm(self.fc2(jax.nn.silu(self.fc1(timestep_features(t)))))
+
+
+class SharedAdaLN(nnx.Module):
+  """AdaLN-single (PixArt-alpha, STIV): one MLP maps the timestep embedding to `num_mods` modulations for
+  all blocks; each block adds its own small table. Output [..., num_mods, D]."""
+
+  def __init__(self, width: int, num_mods: int = 6, *, rngs: nnx.Rngs):
+    self.num_mods = num_mods
+    self.proj = _linear(width, num_mods * width, rngs, zero=True)
+
+  def __call__(self, t_emb):
+    return self.proj(jax.nn.silu(t_emb)).reshape(*t_emb.shape[:-1], self.num_mods, -1)
+
+
+class Segment:
+  """A group of tokens sharing a modulation per leading group: tokens [B, T, S, D], mod [B, T, M, D].
+
+  A DiT window is one segment with T frames of S spatial tokens; the global tokens are a segment with T=1.
+  """
+
+  def __init__(self, x_BxTxSxD, mod_BxTxMxD, rope_LxP=None):
+    self.x, self.mod, self.rope = x_BxTxSxD, mod_BxTxMxD, rope_LxP
+
+
+def _flatten(xs: Sequence[jax.Array]) -> jax.Array:
+  return jnp.concatenate([x.reshape(x.shape[0], -1, x.shape[-1]) for x in xs], axis=1)
+
+
+def _split(x_BxLxD, shapes):
+  outs, start = [], 0
+  for shape in shapes:
+    n = shape[1] * shape[2]
+    outs.append(x_BxLxD[:, start:start + n].reshape(shape))
+    start += n
+  return outs
+
+
+class DiTBlock(nnx.Module):
+  """Joint self-attention over all segments, cross-attention to text, MLP; sandwich norm; AdaLN-single.
+
+  Modulation rows: 0 shift_attn, 1 scale_attn, 2 gate_attn, 3 shift_mlp, 4 scale_mlp, 5 gate_mlp.
+  """
+
+  def __init__(self, width: int, num_heads: int, mlp_ratio: float, text_width: int, *, rngs: nnx.Rngs,
+               dtype=jnp.float32):
+    self.table = nnx.Param(jnp.zeros((6, width), jnp.float32))
+    self.norm_attn = RMSNorm(width, use_scale=False)
+    self.attn = Attention(width, num_heads, rngs=rngs, dtype=dtype)
+    self.post_attn = RMSNorm(width)
+    self.norm_cross = RMSNorm(width)
+    self.cross = Attention(width, num_heads, kv_width=text_width, rngs=rngs, dtype=dtype)
+    self.norm_mlp = RMSNorm(width, use_scale=False)
+    self.mlp = Mlp(width, mlp_ratio, rngs=rngs, dtype=dtype)
+    self.post_mlp = RMSNorm(width)
+
+  def __call__(self, segments: list[Segment], text_BxLtxDt, text_mask_BxLt, key_mask_BxL=None):
+    shapes = [s.x.shape for s in segments]
+    mods = [s.mod + self.table[...] for s in segments]
+
+    def modulated(norm, shift_row, scale_row):
+      return _flatten([norm(s.x) * (1 + m[:, :, None, scale_row]) + m[:, :, None, shift_row]
+                       for s, m in zip(segments, mods)])
+
+    def gated(update_BxLxD, gate_row):
+      return [s.x + u * m[:, :, None, gate_row] for s, u, m in zip(segments, _split(update_BxLxD, shapes), mods)]
+
+    # RoPE covers the segments that carry positions, which come first.
+    ropes = [s.rope for s in segments if s.rope is not None]
+    rope = jnp.concatenate(ropes, axis=0) if ropes else None
+    h = self.attn(modulated(self.norm_attn, 0, 1), key_mask_BxK=key_mask_BxL, rope_angles_LxP=rope)
+    xs = gated(self.post_attn(h), 2)
+    x = _flatten(xs)
+    x = x + self.cross(self.norm_cross(x), text_BxLtxDt, key_mask_BxK=text_mask_BxLt)
+    xs = _split(x, shapes)
+    segments = [Segment(x_, s.mod, s.rope) for x_, s in zip(xs, segments)]
+    mods = [s.mod + self.table[...] for s in segments]
+    h = self.mlp(modulated(self.norm_mlp, 3, 4))
+    xs = gated(self.post_mlp(h), 5)
+    return [Segment(x_, s.mod, s.rope) for x_, s in zip(xs, segments)]
+
+
+def count_params(tree) -> int:
+  return sum(int(x.size) for x in jax.tree.leaves(tree))
