@@ -66,12 +66,14 @@ def test_bucket_proportions(config, data_dir):
     assert abs(counts[n] - num_batches * p) < 4 * sigma, counts
 
 
-def test_resume_from_json_state(config, data_dir):
+@pytest.mark.parametrize("resumed_threads", [0, 2])
+def test_resume_from_json_state(config, data_dir, resumed_threads):
   it = pipeline.make_train_iterator(config, data_dir, process_index=0, process_count=1, num_threads=1)
   take(it, 5)
   state = json.loads(json.dumps(it.get_state()))
   expected = take(it, 6)
-  resumed = pipeline.make_train_iterator(config, data_dir, process_index=0, process_count=1, num_threads=0)
+  resumed = pipeline.make_train_iterator(config, data_dir, process_index=0, process_count=1,
+                                         num_threads=resumed_threads)
   take(resumed, 2)  # a different position, overwritten by set_state
   resumed.set_state(state)
   assert_same_batches(take(resumed, 6), expected)

@@ -1,15 +1,19 @@
-"""TFDS builder of the synthetic sprite videos, written as ArrayRecord (no TensorFlow, no downloads).
+"""TFDS builders written as ArrayRecord (no TensorFlow, no downloads): synthetic sprites, or a video folder.
 
     builder = build_dataset(config, data_dir)            # generates once, then reuses
     source = data_source(config, data_dir, "train")     # random access: source[i] -> dict of numpy arrays
 
-Each `config.data` setting gets its own directory, `data_dir/sprites/<config name>/<version>/`.
+`config.data.name` picks the builder. Each setting gets its own directory,
+`data_dir/<builder name>/<config name>/<version>/`. Both builders store `frames` uint8 [T, H, W, 3] and
+`caption`, which is all the input pipeline reads.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import pathlib
+import re
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -135,12 +139,128 @@ class Sprites(_ReproducibleBuilder):
       yield i, video
 
 
+# ----------------------------------------------------------------------------------------------
+# A folder of the user's own videos.
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi")
+
+
+def list_videos(video_dir: str | pathlib.Path) -> list[pathlib.Path]:
+  """Video files under `video_dir` (recursive), sorted by relative path."""
+  root = pathlib.Path(video_dir)
+  if not root.is_dir():
+    raise FileNotFoundError(f"data.video_dir={str(video_dir)!r} is not a directory")
+  return sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
+
+
+@dataclasses.dataclass(eq=False)
+class VideoFolderConfig(tfds.core.BuilderConfig):
+  """Clips of `num_frames` frames at `fps`, centre-cropped and resized to height x width.
+
+  The name carries a digest of the folder's path and listing (names and sizes), so adding a video builds anew.
+  """
+  video_dir: str = ""
+  num_frames: int = 32      # pixel frames per clip, at `fps`
+  height: int = 16
+  width: int = 16
+  fps: float = 8.0
+
+  @classmethod
+  def from_settings(cls, **settings) -> "VideoFolderConfig":
+    probe = cls(name="probe", **settings)
+    root = pathlib.Path(probe.video_dir).resolve()
+    listing = [f"{p.relative_to(root)}:{p.stat().st_size}" for p in list_videos(root)]
+    digest = hashlib.sha1("\n".join([str(root), *listing]).encode()).hexdigest()[:10]
+    stem = re.sub(r"[^\w\-.]", "_", root.name) or "videos"
+    name = f"{stem}-t{probe.num_frames}-{probe.height}x{probe.width}-fps{float(probe.fps)!r}-{digest}"
+    return cls(name=name, description=f"Video folder {root}: {name}", **settings)
+
+
+def video_folder_config_from(config) -> VideoFolderConfig:
+  """The builder config of a run config; needs `data.video_dir` (not in configs/base.py yet)."""
+  d = config.data
+  video_dir = d.get("video_dir", None)
+  if not video_dir:
+    raise ValueError(f"data.name='video_folder' needs data.video_dir (a folder of videos), got {video_dir!r}")
+  return VideoFolderConfig.from_settings(video_dir=str(video_dir), num_frames=int(d.num_frames),
+                                         height=int(d.height), width=int(d.width), fps=float(d.fps))
+
+
+def _decoded_frames(path: pathlib.Path, height: int, width: int, fps: float):
+  """Streams uint8 [H, W, 3] frames of a video resampled to `fps`, scaled to cover H x W and centre-cropped."""
+  import imageio_ffmpeg  # only this builder decodes video
+
+  # ffmpeg does the resampling and resizing while decoding, so a long video never sits in memory.
+  filters = (f"fps={fps!r},scale={width}:{height}:force_original_aspect_ratio=increase:flags=area,"
+             f"crop={width}:{height}")
+  reader = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24", output_params=["-vf", filters])
+  try:
+    next(reader)  # metadata of the source
+  except (RuntimeError, StopIteration) as error:
+    raise ValueError(f"cannot decode video {str(path)!r}: {error}") from error
+  for buffer in reader:
+    yield np.frombuffer(buffer, np.uint8).reshape(height, width, 3)
+
+
+class VideoFolder(_ReproducibleBuilder):
+  """Non-overlapping clips of every video in a folder; a video's caption is its sidecar `<stem>.txt`, or ""."""
+
+  name = "video_folder"
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "First release."}
+  BUILDER_CONFIGS = []
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    c: VideoFolderConfig = self.builder_config
+    return self.dataset_info_from_configs(
+        features=tfds.features.FeaturesDict({
+            "frames": tfds.features.Tensor(shape=(c.num_frames, c.height, c.width, 3), dtype=np.uint8),
+            "caption": tfds.features.Text(),
+            "source": tfds.features.Text(),  # the file, relative to the folder
+            "start_frame": tfds.features.Tensor(shape=(), dtype=np.int32),  # first frame of the clip, at fps
+        }),
+        description="Clips of a folder of videos; frames uint8 [T, H, W, 3] at the configured fps.",
+        disable_shuffling=True,
+    )
+
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    return {"train": self._generate_examples()}
+
+  def _generate_examples(self):
+    c: VideoFolderConfig = self.builder_config
+    root = pathlib.Path(c.video_dir).resolve()
+    videos = list_videos(root)
+    if not videos:
+      raise ValueError(f"data.video_dir={c.video_dir!r} holds no video ({', '.join(VIDEO_SUFFIXES)})")
+    count = 0
+    for file_index, path in enumerate(videos):
+      sidecar = path.with_suffix(".txt")
+      caption = sidecar.read_text(encoding="utf-8").strip() if sidecar.exists() else ""
+      clip, start_frame = [], 0
+      for frame in _decoded_frames(path, c.height, c.width, c.fps):
+        clip.append(frame)
+        if len(clip) == c.num_frames:  # a shorter tail is dropped
+          yield f"{file_index:06d}-{start_frame:09d}", {
+              "frames": np.stack(clip), "caption": caption, "source": str(path.relative_to(root)),
+              "start_frame": np.int32(start_frame)}
+          count += 1
+          clip, start_frame = [], start_frame + c.num_frames
+    if count == 0:
+      raise ValueError(f"data.num_frames={c.num_frames}: every video in {c.video_dir!r} is shorter than one clip "
+                       f"at data.fps={c.fps}")
+
+
+# ----------------------------------------------------------------------------------------------
+
 def make_builder(config, data_dir: str | pathlib.Path) -> tfds.core.DatasetBuilder:
   """The builder for `config.data` under `data_dir` (nothing is generated)."""
   name = config.data.name
-  if name != "sprites":
-    raise ValueError(f"data.name={name!r}: only 'sprites' has a builder here")
-  return Sprites(config=sprites_config_from(config), data_dir=str(data_dir), file_format=FILE_FORMAT)
+  if name == "sprites":
+    return Sprites(config=sprites_config_from(config), data_dir=str(data_dir), file_format=FILE_FORMAT)
+  if name == "video_folder":
+    return VideoFolder(config=video_folder_config_from(config), data_dir=str(data_dir), file_format=FILE_FORMAT)
+  raise ValueError(f"data.name={name!r} must be 'sprites' or 'video_folder'")
 
 
 def build_dataset(config, data_dir: str | pathlib.Path) -> tfds.core.DatasetBuilder:
