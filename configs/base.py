@@ -41,12 +41,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.autoencoder.kind = "patch"      # weight-free space-to-depth
   c.autoencoder.spatial_factor = 2
   c.autoencoder.temporal_factor = 1.0  # pixel frames per latent frame (float: 16/5 for the 3D VAE)
-  c.autoencoder.scale = 2.0         # pixels in [-1, 1] are multiplied by this after encoding
+  c.autoencoder.scale = 1.0         # pixels in [-1, 1] are multiplied by this after encoding
   c.autoencoder.latent_channels = 0  # vae3d only; the patch autoencoder derives it
 
   c.text = ml_collections.ConfigDict()
   c.text.encoder = "bytes"          # "bytes" (tokenizer + small encoder) or "precomputed"
-  c.text.max_length = 32
+  c.text.max_length = 64            # bytes; sprite captions take 46-119 (see vin_jax.data.sprites)
   c.text.width = 128
   c.text.depth = 2
   c.text.num_heads = 4
@@ -78,7 +78,8 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.data = ml_collections.ConfigDict()
   c.data.name = "sprites"
-  c.data.data_dir = ""              # empty: WORKDIR/../data or $TFDS_DATA_DIR
+  c.data.video_dir = ""             # data.name == "video_folder": the folder of videos (+ optional .txt captions)
+  c.data.data_dir = ""              # empty: $TFDS_DATA_DIR, else WORKDIR/data
   c.data.num_examples = 256
   c.data.num_frames = 32            # pixel frames per stored video (>= the longest bucket)
   c.data.height = 16

@@ -21,7 +21,7 @@ def get_config(arg=None):
   c.text.width = 32
   c.text.depth = 1
   c.text.num_heads = 2
-  c.text.max_length = 24
+  c.text.max_length = 48            # the whole caption at caption_detail 0
 
   c.chunking.chunk_frames = 8
   c.chunking.context_frames = 2
@@ -59,7 +59,6 @@ def get_config(arg=None):
     c.vin.num_global_tokens = 4
     c.text.width = 16
     c.text.num_heads = 2
-    c.text.max_length = 12
     c.chunking.chunk_frames = 4
     c.chunking.context_frames = 2
     c.chunking.inference_context_frames = 2

@@ -195,6 +195,9 @@ def validate(config, num_devices: int | None = None) -> None:
   if config.data.sprite_size > min(config.data.height, config.data.width):
     fail("data.sprite_size", "must fit in the frame")
 
+  if config.data.name == "video_folder" and not config.data.video_dir:
+    fail("data.video_dir", "must name a folder of videos when data.name='video_folder'")
+
   # Sampling.
   s = config.sampling
   if not 0 <= s.t_alpha <= s.num_steps:
@@ -217,3 +220,15 @@ def validate(config, num_devices: int | None = None) -> None:
     fail("sampling.num_chunks", f"must be divisible by mesh.chunk={config.mesh.chunk}")
   if not math.isfinite(config.train.learning_rate):
     fail("train.learning_rate", "must be finite")
+
+
+def resolve_data_dir(config, workdir: str | None) -> str:
+  """data.data_dir if set, else $TFDS_DATA_DIR, else WORKDIR/data."""
+  import os
+  if config.data.data_dir:
+    return config.data.data_dir
+  if os.environ.get("TFDS_DATA_DIR"):
+    return os.environ["TFDS_DATA_DIR"]
+  if not workdir:
+    raise ConfigError("data.data_dir='' and TFDS_DATA_DIR is unset: say where the data set lives")
+  return os.path.join(workdir, "data")

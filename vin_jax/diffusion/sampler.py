@@ -71,12 +71,14 @@ def guided_prediction(model, x_BxNxFx___, t_BxNxF, text, settings: SamplerSettin
 
 
 def sample_parallel(model, schedule: Schedule, settings: SamplerSettings, noise_BxNxFx___, text, *,
-                    clean_x0=None, clean_mask_BxNxF=None, axis_name=None):
+                    clean_x0=None, clean_mask_BxNxF=None, axis_name=None, progress: Callable | None = None):
   """All chunks denoised together: one `lax.scan` over the steps; the carry is the noisy video.
 
   Each step: global tokens from the current noisy video, predictions for all windows, fusion of the
   overlaps if the step is in the fusion range, then the scheduler step. Frames in `clean_mask` are held
   at `clean_x0` with t = 0 (image-to-video, prediction, interpolation, the autoregressive baseline).
+  `progress(i)` is called from the device after step i (a progress bar). The samplers are deterministic
+  given the initial noise (DDIM with eta = 0, Euler), so the carry is the noisy video alone.
   Returns the sampled latents [B, N, F, h, w, c].
   """
   ts = schedule.timesteps(settings.num_steps)
@@ -96,6 +98,8 @@ def sample_parallel(model, schedule: Schedule, settings: SamplerSettings, noise_
     active = fusion.fusion_active(step, settings.num_steps, settings.t_alpha, settings.fusion)
     pred = fusion.fuse_windows(preds, context, active, axis_name)
     x = schedule.step(x, pred, t, t_next)
+    if progress is not None:
+      jax.debug.callback(progress, i)
     return jnp.where(hold, clean_x0, x), None
 
   x, _ = jax.lax.scan(body, noise_BxNxFx___, jnp.arange(settings.num_steps))
@@ -143,7 +147,8 @@ def freenoise_windows(num_frames: int, window: int, stride: int) -> np.ndarray:
   return np.asarray(starts)
 
 
-def sample_freenoise(model, schedule: Schedule, settings: SamplerSettings, noise_BxNxFx___, text):
+def sample_freenoise(model, schedule: Schedule, settings: SamplerSettings, noise_BxNxFx___, text, *,
+                     progress: Callable | None = None):
   """Training-free long video from a one-chunk model: sliding windows of F frames (stride
   `freenoise_stride`), each denoised on its own (VIN over that window only), predictions averaged
   per frame, on FreeNoise-rescheduled noise (see `freenoise_noise`)."""
@@ -165,6 +170,8 @@ def sample_freenoise(model, schedule: Schedule, settings: SamplerSettings, noise
     preds = preds.reshape(b, nw * f, *frame_shape)
     summed = jnp.zeros_like(x_BxTx___).at[:, index.reshape(-1)].add(preds)
     pred = summed / counts.reshape((1, total) + (1,) * len(frame_shape))
+    if progress is not None:
+      jax.debug.callback(progress, i)
     return schedule.step(x_BxTx___, pred, ts[i], ts[i + 1]), None
 
   x, _ = jax.lax.scan(body, noise_BxNxFx___.reshape(b, total, *frame_shape), jnp.arange(settings.num_steps))

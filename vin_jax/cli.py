@@ -1,0 +1,101 @@
+"""The `sample` and `evaluate` commands: file IO around `vin_jax.sampling` and `vin_jax.evaluation`."""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import sys
+import time
+
+import jax
+import numpy as np
+from tqdm import tqdm
+
+from vin_jax import config as config_lib
+from vin_jax import sampling, video_io
+from vin_jax.text import tokenizer
+
+SCALE = 8  # nearest-neighbour upscaling of the tiny videos for viewing
+
+
+def default_prompts(config, workdir: str, num: int) -> list[str]:
+  """The first `num` captions of the validation split (the data set is built if needed)."""
+  from vin_jax.data import builder
+  data_dir = config_lib.resolve_data_dir(config, workdir)
+  builder.build_dataset(config, data_dir)
+  source = builder.data_source(config, data_dir, "validation")
+  captions = []
+  for i in range(num):
+    caption = source[i % len(source)]["caption"]
+    captions.append(caption.decode() if isinstance(caption, bytes) else str(caption))
+  return captions
+
+
+def sample_command(config, workdir: str, *, out: str | None, num_chunks: int | None, method: str | None,
+                   seed: int, prompt: str | None) -> dict:
+  """Samples `sampling.num_samples` videos and writes mp4/gif per sample, a contact sheet, samples.npz and
+  sample_info.json into `out`. Returns the info dict."""
+  if not out:
+    print("error: sample needs --out=OUTDIR", file=sys.stderr)
+    sys.exit(2)
+  method = method or config.sampling.method
+  num_chunks = num_chunks or config.sampling.num_chunks
+  if num_chunks % config.mesh.chunk:
+    raise config_lib.ConfigError(f"num_chunks={num_chunks} must be divisible by mesh.chunk={config.mesh.chunk}")
+  num = config.sampling.num_samples
+  prompt = prompt if prompt is not None else (config.sampling.prompt or None)
+  prompts = [prompt] * num if prompt is not None else default_prompts(config, workdir, num)
+  text = tokenizer.tokenize(prompts, config.text.max_length)
+
+  model_def, params, step = sampling.load_params(config, workdir, use_ema=config.sampling.use_ema)
+  steps_total = config.sampling.num_steps * (num_chunks if method == "autoregressive" else 1)
+  bar = tqdm(total=steps_total, desc=f"sample ({method}, {num_chunks} chunks)", dynamic_ncols=True)
+  start = time.time()
+  latents = sampling.generate(config, model_def, params, text, jax.random.key(seed), method=method,
+                              num_chunks=num_chunks, progress=lambda i: bar.update(1))
+  latents = jax.block_until_ready(latents)
+  wall = time.time() - start
+  bar.close()
+  frames = np.asarray(sampling.decode_to_uint8(config, latents))
+
+  out_dir = pathlib.Path(out)
+  out_dir.mkdir(parents=True, exist_ok=True)
+  fps = config.data.fps
+  chunk_pixels = config_lib.pixel_frames_per_chunk(config)
+  for i, video in enumerate(frames):
+    video_io.write_mp4(out_dir / f"sample_{i:02d}.mp4", video, fps, scale=SCALE)
+    video_io.write_gif(out_dir / f"sample_{i:02d}.gif", video, fps, scale=SCALE // 2)
+  video_io.contact_sheet(out_dir / "contact_sheet.png", frames, num_frames_shown=min(frames.shape[1], 16),
+                         scale=SCALE // 2, chunk_frames=chunk_pixels)
+  with video_io.atomic_output(out_dir / "samples.npz") as tmp:
+    with open(tmp, "wb") as f:
+      np.savez_compressed(f, frames=frames, latents=np.asarray(latents))
+  info = {
+      "method": method, "num_chunks": num_chunks, "num_samples": num, "seed": seed, "prompts": prompts,
+      "checkpoint_step": step, "workdir": str(workdir), "use_ema": bool(config.sampling.use_ema),
+      "num_steps": config.sampling.num_steps, "fusion": config.sampling.fusion, "t_alpha": config.sampling.t_alpha,
+      "context_frames": config.chunking.inference_context_frames, "guidance_scale": config.sampling.guidance_scale,
+      "chunk_latent_frames": config.chunking.chunk_frames, "chunk_pixel_frames": chunk_pixels, "fps": fps,
+      "frames_shape": list(frames.shape), "wall_time_sec": wall, "devices": jax.device_count(),
+  }
+  with video_io.atomic_output(out_dir / "sample_info.json") as tmp:
+    pathlib.Path(tmp).write_text(json.dumps(info, indent=2))
+  print(f"wrote {num} videos of {frames.shape[1]} frames ({num_chunks} chunks, {method}) to {out_dir} "
+        f"in {wall:.1f}s; contact sheet: {out_dir / 'contact_sheet.png'}")
+  return info
+
+
+def evaluate_command(*, videos: str | None, samples: str | None, out: str | None) -> dict:
+  from vin_jax.evaluation import report
+  if bool(videos) == bool(samples):
+    print("error: evaluate needs exactly one of --videos='GLOB' or --samples=OUTDIR", file=sys.stderr)
+    sys.exit(2)
+  if samples:
+    result = report.evaluate_samples_dir(samples)
+  else:
+    result = report.evaluate_paths(videos)
+  out = out or (os.path.join(samples, "metrics.json") if samples else "metrics.json")
+  report.write_json_atomic(out, result)
+  print(json.dumps(result.get("mean", {}), indent=2))
+  print(f"wrote {out}")
+  return result

@@ -1,0 +1,69 @@
+"""Loading a trained model for sampling, and `generate`: one entry for every sampling method.
+
+Used by the CLI, the ablation runner and the notebooks.
+"""
+from __future__ import annotations
+
+import pathlib
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from vin_jax import autoencoder as autoencoder_lib
+from vin_jax import checkpointing
+from vin_jax import config as config_lib
+from vin_jax import train as train_lib
+from vin_jax.diffusion import sampler
+from vin_jax.diffusion.schedules import Schedule
+from vin_jax.model import ModelDef
+
+
+def load_params(config, workdir: str | pathlib.Path, *, use_ema: bool = True, step: int | None = None):
+  """(ModelDef, params, step) from the latest (or given) checkpoint in WORKDIR."""
+  model_def = ModelDef(config)
+  optimizer = train_lib.make_optimizer(config)
+  abstract = jax.eval_shape(lambda r: train_lib.init_state(model_def, optimizer, r), jax.random.key(0))
+  directory = pathlib.Path(workdir) / "checkpoints"
+  manager = checkpointing.Manager(directory, async_save=False)
+  try:
+    if manager.latest_step() is None and step is None:
+      raise FileNotFoundError(f"no checkpoint in {directory}: train first (python -m vin_jax.main train ...)")
+    state = manager.restore_state_only(step, abstract)
+  finally:
+    manager.close()
+  return model_def, (state["ema"] if use_ema else state["params"]), int(state["step"])
+
+
+def generate(config, model_def: ModelDef, params, text, rng, *, method: str = "vin", num_chunks: int | None = None,
+             progress: Callable | None = None, jit: bool = True):
+  """Latent videos [B, N, F, h, w, c] for `text` (byte tokens [B, Lt] or embeddings [B, Lt, E]).
+
+  `method` is one of vin | full | no_global | autoregressive | freenoise; all run on `model_def`'s backbone.
+  """
+  num_chunks = num_chunks or config.sampling.num_chunks
+  settings = sampler.SamplerSettings.for_method(config, method)
+  schedule = Schedule.from_config(config)
+  h, w, c = config_lib.latent_shape(config)
+  shape = (text.shape[0], num_chunks, config.chunking.chunk_frames, h, w, c)
+  maybe_jit = jax.jit if jit else (lambda f: f)
+
+  if method == "freenoise":
+    noise = sampler.freenoise_noise(rng, shape)
+    fn = maybe_jit(lambda p, z, tx: sampler.sample_freenoise(model_def.bind(p), schedule, settings, z, tx,
+                                                             progress=progress))
+    return fn(params, noise, text)
+  noise = sampler.initial_noise(rng, shape)
+  chain = maybe_jit(lambda p, z, tx, x0, mask: sampler.sample_parallel(
+      model_def.bind(p), schedule, settings, z, tx, clean_x0=x0, clean_mask_BxNxF=mask, progress=progress))
+  if method == "autoregressive":
+    return sampler.sample_autoregressive(lambda z, tx, x0, mask: chain(params, z, tx, x0, mask), noise, text)
+  return chain(params, noise, text, jnp.zeros_like(noise), jnp.zeros(shape[:3], bool))
+
+
+def decode_to_uint8(config, latents_BxNxFxhxwxc):
+  """Chunk-major latents -> uint8 frames [B, T, H, W, 3]."""
+  ae = autoencoder_lib.make_autoencoder(config)
+  b, n, f = latents_BxNxFxhxwxc.shape[:3]
+  pixels = ae.decode(latents_BxNxFxhxwxc.reshape(b, n * f, *latents_BxNxFxhxwxc.shape[3:]))
+  return autoencoder_lib.to_uint8(pixels)

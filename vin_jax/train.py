@@ -1,0 +1,210 @@
+"""One linear training loop around a pure, jitted `train_step(state, batch, rng) -> (state, metrics)`.
+
+Re-running the same command resumes from WORKDIR (params, optimizer, EMA, step and the data iterator),
+so a resumed run logs exactly the losses of an uninterrupted one.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import pathlib
+import signal
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+
+from vin_jax import autoencoder as autoencoder_lib
+from vin_jax import checkpointing
+from vin_jax import config as config_lib
+from vin_jax import metrics_log
+from vin_jax.diffusion import loss as loss_lib
+from vin_jax.diffusion.schedules import Schedule
+from vin_jax.model import ModelDef
+from vin_jax.model.layers import count_params
+
+State = dict[str, Any]   # {"step": int32 [], "params": tree, "opt_state": tree, "ema": tree}
+
+
+class NonFiniteLossError(RuntimeError):
+  pass
+
+
+def make_optimizer(config) -> optax.GradientTransformation:
+  t = config.train
+  schedule = optax.warmup_cosine_decay_schedule(0.0, t.learning_rate, max(t.warmup_steps, 1), max(t.steps, 2),
+                                                end_value=0.1 * t.learning_rate)
+  chain = [optax.clip_by_global_norm(t.grad_clip)] if t.grad_clip > 0 else []
+  chain.append(optax.adamw(schedule, b1=0.9, b2=0.99, weight_decay=t.weight_decay))
+  return optax.chain(*chain)
+
+
+def learning_rate(config, step):
+  t = config.train
+  return optax.warmup_cosine_decay_schedule(0.0, t.learning_rate, max(t.warmup_steps, 1), max(t.steps, 2),
+                                            end_value=0.1 * t.learning_rate)(step)
+
+
+def init_state(model_def: ModelDef, optimizer, rng) -> State:
+  params = model_def.init(rng)
+  return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": optimizer.init(params),
+          "ema": jax.tree.map(jnp.copy, params)}
+
+
+def frames_to_latents(autoencoder, frames_BxTxHxWx3, chunk_frames: int):
+  """uint8 pixel frames -> chunk-major latents [B, N, F, h, w, c]."""
+  z = autoencoder.encode(frames_BxTxHxWx3)
+  b, t = z.shape[:2]
+  return z.reshape(b, t // chunk_frames, chunk_frames, *z.shape[2:])
+
+
+def make_train_step(model_def: ModelDef, config, optimizer):
+  """The pure step. `rng` is the run's base key; the step number is folded in."""
+  schedule = Schedule.from_config(config)
+  autoencoder = autoencoder_lib.make_autoencoder(config)
+  ema_decay = config.train.ema_decay
+
+  def train_step(state: State, batch: dict, rng):
+    latents = frames_to_latents(autoencoder, batch["frames"], config.chunking.chunk_frames)
+    step_rng = jax.random.fold_in(rng, state["step"])
+    global_batch = latents.shape[0]
+
+    def loss_fn(params):
+      sums = loss_lib.diffusion_loss(model_def.bind(params), schedule, config, latents, batch["text_tokens"],
+                                     step_rng)
+      return sums["loss"] / global_batch, sums
+
+    grads, sums = jax.grad(loss_fn, has_aux=True)(state["params"])
+    updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, state["ema"], params)
+    metrics = loss_lib.summarize(sums, global_batch)
+    metrics["grad_norm"] = optax.global_norm(grads)
+    new_state = {"step": state["step"] + 1, "params": params, "opt_state": opt_state, "ema": ema}
+    return new_state, metrics
+
+  return train_step
+
+
+def param_counts(params) -> dict[str, int]:
+  """Parameters per top-level module and per VIN/DiT part."""
+  counts = {}
+  for name, sub in params.items():
+    counts[name] = count_params(sub)
+    if isinstance(sub, dict) and name in ("vin", "dit"):
+      for part, leaf in sub.items():
+        counts[f"{name}.{part}"] = count_params(leaf)
+  counts["total"] = count_params(params)
+  return counts
+
+
+class _Sigterm:
+  """Turns SIGTERM (preemption) into a flag the loop checks between steps."""
+
+  def __init__(self):
+    self.received = False
+    try:
+      signal.signal(signal.SIGTERM, self._handle)
+    except ValueError:  # not the main thread (e.g. in a notebook worker)
+      pass
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.received = True
+
+
+def train(config, workdir: str, *, data_dir: str | None = None) -> dict:
+  """Trains until config.train.steps, resuming from `workdir`. Returns the last logged metrics."""
+  # --- config and workdir ---
+  config_lib.validate(config, num_devices=jax.device_count())
+  from vin_jax.data import pipeline  # local import: keeps model-only users free of grain
+  workdir_path = pathlib.Path(workdir)
+  workdir_path.mkdir(parents=True, exist_ok=True)
+  main_process = jax.process_index() == 0
+  if main_process:
+    (workdir_path / "config.json").write_text(config.to_json_best_effort(indent=2))
+
+  # --- model, optimizer, state ---
+  model_def = ModelDef(config)
+  optimizer = make_optimizer(config)
+  base_rng = jax.random.key(config.seed)
+  init_rng, step_rng = jax.random.split(base_rng)
+  state = jax.jit(lambda r: init_state(model_def, optimizer, r))(init_rng)
+  if main_process:
+    counts = param_counts(state["params"])
+    logging.info("parameters: %s", json.dumps(counts))
+    print("parameters per module:", ", ".join(f"{k}={v:,}" for k, v in counts.items()), flush=True)
+
+  # --- data ---
+  data_dir = data_dir or config_lib.resolve_data_dir(config, workdir)
+  if main_process:
+    from vin_jax.data import builder
+    builder.build_dataset(config, data_dir)  # idempotent: reuses a built data set
+  data_iter = pipeline.make_train_iterator(config, data_dir)
+
+  # --- checkpoint: resume if there is one ---
+  manager = checkpointing.Manager(workdir_path / "checkpoints", keep=config.train.keep_checkpoints)
+  restored = manager.restore_latest(state)
+  if restored is not None:
+    state, data_state = restored
+    data_iter.set_state(data_state)
+  start_step = int(state["step"])
+  log = metrics_log.MetricsLog(workdir_path, enabled=main_process)
+  log.truncate_after(start_step)
+  if start_step:
+    print(f"resumed from step {start_step} in {workdir}", flush=True)
+
+  # --- the loop ---
+  train_step = jax.jit(make_train_step(model_def, config, optimizer), donate_argnums=(0,))
+  sigterm = _Sigterm()
+  pending: list[tuple[int, dict, int]] = []
+  last_metrics: dict = {}
+  progress = metrics_log.progress_bar(start_step, config.train.steps, enabled=main_process)
+  tick, tick_step = time.time(), start_step
+
+  def flush_pending():
+    nonlocal last_metrics, tick, tick_step
+    if not pending:
+      return
+    fetched = jax.device_get([m for _, m, _ in pending])
+    for (step, _, num_chunks), values in zip(pending, fetched):
+      values = {k: float(v) for k, v in values.items()}
+      if not math.isfinite(values["loss"]):
+        raise NonFiniteLossError(
+            f"loss is {values['loss']} at step {step}; stopping. The last good checkpoint in {workdir} "
+            f"is untouched (step {manager.latest_step()}).")
+      last_metrics = {"step": step, **values, "num_chunks": num_chunks}
+    now = time.time()
+    steps_per_sec = (pending[-1][0] - tick_step) / max(now - tick, 1e-9)
+    tick, tick_step = now, pending[-1][0]
+    last_metrics["steps_per_sec"] = steps_per_sec
+    last_metrics["learning_rate"] = float(learning_rate(config, pending[-1][0] - 1))
+    log.write(last_metrics)
+    progress.set_postfix(loss=f"{last_metrics['loss']:.4f}")
+    pending.clear()
+
+  try:
+    for step in range(start_step + 1, config.train.steps + 1):
+      batch = next(data_iter)
+      num_chunks = int(batch.pop("num_chunks"))
+      state, metrics = train_step(state, batch, step_rng)
+      pending.append((step, metrics, num_chunks))
+      progress.update(1)
+      if step % config.train.log_every == 0 or step == config.train.steps:
+        flush_pending()
+      if step % config.train.checkpoint_every == 0 or step == config.train.steps or sigterm.received:
+        flush_pending()  # never save a state whose loss went non-finite
+        manager.save(step, state, data_iter.get_state())
+      if sigterm.received:
+        print(f"SIGTERM: saved step {step} and stopped; re-run the same command to resume", flush=True)
+        break
+  finally:
+    progress.close()
+    manager.close()
+    log.close()
+  return last_metrics
