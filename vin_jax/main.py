@@ -56,6 +56,9 @@ def main(argv):
   except config_lib.ConfigError as e:
     print(f"invalid config: {e}", file=sys.stderr)
     sys.exit(2)
+  except OSError as e:  # ml_collections defers a failed --config file load to the first field access
+    print(f"error: cannot load --config: {e}", file=sys.stderr)
+    sys.exit(2)
   if command == "data":
     from vin_jax.data import builder
     data_dir = config_lib.resolve_data_dir(config, _WORKDIR.value)
