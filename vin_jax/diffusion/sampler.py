@@ -141,6 +141,8 @@ def freenoise_noise(rng, shape_BxNxFx___):
 
 def freenoise_windows(num_frames: int, window: int, stride: int) -> np.ndarray:
   """Start frames of sliding windows covering [0, num_frames): every `stride`, the last one flush."""
+  if not 0 < stride <= window:  # a longer stride leaves frames no window predicts (0 / 0 in the average)
+    raise ValueError(f"sampling.freenoise_stride={stride} must be in [1, window={window}] latent frames")
   starts = list(range(0, num_frames - window + 1, stride))
   if starts[-1] != num_frames - window:
     starts.append(num_frames - window)
