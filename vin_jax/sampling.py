@@ -17,6 +17,7 @@ from vin_jax import train as train_lib
 from vin_jax.diffusion import sampler
 from vin_jax.diffusion.schedules import Schedule
 from vin_jax.model import ModelDef
+from vin_jax.parallel import mesh as mesh_lib
 
 
 def load_params(config, workdir: str | pathlib.Path, *, use_ema: bool = True, step: int | None = None):
@@ -35,11 +36,16 @@ def load_params(config, workdir: str | pathlib.Path, *, use_ema: bool = True, st
   return model_def, (state["ema"] if use_ema else state["params"]), int(state["step"])
 
 
+SHARDABLE_METHODS = ("vin", "no_global")
+
+
 def generate(config, model_def: ModelDef, params, text, rng, *, method: str = "vin", num_chunks: int | None = None,
-             progress: Callable | None = None, jit: bool = True):
+             progress: Callable | None = None, jit: bool = True, mesh=None):
   """Latent videos [B, N, F, h, w, c] for `text` (byte tokens [B, Lt] or embeddings [B, Lt, E]).
 
   `method` is one of vin | full | no_global | autoregressive | freenoise; all run on `model_def`'s backbone.
+  With a sharded `mesh`, vin and no_global run with the chunks split over 'chunk' and rows over the batch
+  axes (the other methods have no parallel chunk axis and run unsharded).
   """
   num_chunks = num_chunks or config.sampling.num_chunks
   settings = sampler.SamplerSettings.for_method(config, method)
@@ -53,12 +59,33 @@ def generate(config, model_def: ModelDef, params, text, rng, *, method: str = "v
     fn = maybe_jit(lambda p, z, tx: sampler.sample_freenoise(model_def.bind(p), schedule, settings, z, tx,
                                                              progress=progress))
     return fn(params, noise, text)
+  if mesh_lib.is_sharded(mesh) and method in SHARDABLE_METHODS:
+    return _generate_sharded(model_def, schedule, settings, params, text, rng, shape, mesh, progress)
   noise = sampler.initial_noise(rng, shape)
   chain = maybe_jit(lambda p, z, tx, x0, mask: sampler.sample_parallel(
       model_def.bind(p), schedule, settings, z, tx, clean_x0=x0, clean_mask_BxNxF=mask, progress=progress))
   if method == "autoregressive":
     return sampler.sample_autoregressive(lambda z, tx, x0, mask: chain(params, z, tx, x0, mask), noise, text)
   return chain(params, noise, text, jnp.zeros_like(noise), jnp.zeros(shape[:3], bool))
+
+
+def _generate_sharded(model_def, schedule, settings, params, text, rng, shape, mesh, progress):
+  """`sample_parallel` under shard_map: each device draws the noise of its own (row, chunk) slots, so the
+  result equals the single-device sample."""
+  chunk_devices = mesh.shape[mesh_lib.CHUNK]
+
+  def per_device(params, text, rng):
+    rows, chunks = text.shape[0], shape[1] // chunk_devices
+    noise = sampler.initial_noise(rng, (rows, chunks) + shape[2:], row_offset=mesh_lib.batch_row_offset(rows),
+                                  chunk_offset=jax.lax.axis_index(mesh_lib.CHUNK) * chunks)
+    return sampler.sample_parallel(model_def.bind(params), schedule, settings, noise, text,
+                                   axis_name=mesh_lib.CHUNK, progress=progress)
+
+  fn = jax.shard_map(per_device, mesh=mesh, in_specs=(mesh_lib.REPLICATED, mesh_lib.ROWS, mesh_lib.REPLICATED),
+                     out_specs=mesh_lib.VIDEO)
+  replicated = mesh_lib.named(mesh, mesh_lib.REPLICATED)
+  return jax.jit(fn, in_shardings=(jax.tree.map(lambda _: replicated, params), mesh_lib.named(mesh, mesh_lib.ROWS),
+                                   replicated), out_shardings=mesh_lib.named(mesh, mesh_lib.VIDEO))(params, text, rng)
 
 
 def decode_to_uint8(config, latents_BxNxFxhxwxc):

@@ -27,6 +27,7 @@ from vin_jax.diffusion import loss as loss_lib
 from vin_jax.diffusion.schedules import Schedule
 from vin_jax.model import ModelDef
 from vin_jax.model.layers import count_params
+from vin_jax.parallel import mesh as mesh_lib
 
 State = dict[str, Any]   # {"step": int32 [], "params": tree, "opt_state": tree, "ema": tree}
 
@@ -63,20 +64,43 @@ def frames_to_latents(autoencoder, frames_BxTxHxWx3, chunk_frames: int):
   return z.reshape(b, t // chunk_frames, chunk_frames, *z.shape[2:])
 
 
-def make_train_step(model_def: ModelDef, config, optimizer):
-  """The pure step. `rng` is the run's base key; the step number is folded in."""
+def make_loss_sums(model_def: ModelDef, config, mesh=None):
+  """(params, frames [B, T, H, W, 3] uint8, text [B, Lt], rng) -> loss sums over the whole batch.
+
+  With a sharded mesh the loss runs under shard_map: each device scores its own rows and chunks, the
+  VIN's keyframe attention and the window halos talk over 'chunk', and the sums are added over all axes.
+  """
   schedule = Schedule.from_config(config)
   autoencoder = autoencoder_lib.make_autoencoder(config)
+
+  def local_sums(params, frames, text, rng, axis_name, row_offset):
+    latents = frames_to_latents(autoencoder, frames, config.chunking.chunk_frames)
+    return loss_lib.diffusion_loss(model_def.bind(params), schedule, config, latents, text, rng,
+                                   axis_name=axis_name, row_offset=row_offset)
+
+  if not mesh_lib.is_sharded(mesh):
+    return lambda params, frames, text, rng: local_sums(params, frames, text, rng, None, 0)
+
+  def per_device(params, frames, text, rng):
+    sums = local_sums(params, frames, text, rng, mesh_lib.CHUNK, mesh_lib.batch_row_offset(frames.shape[0]))
+    return jax.tree.map(lambda s: jax.lax.psum(s, mesh_lib.AXES), sums)
+
+  return jax.shard_map(per_device, mesh=mesh, out_specs=mesh_lib.REPLICATED,
+                       in_specs=(mesh_lib.REPLICATED, mesh_lib.VIDEO, mesh_lib.ROWS, mesh_lib.REPLICATED))
+
+
+def make_train_step(model_def: ModelDef, config, optimizer, mesh=None):
+  """The pure step `(state, batch, rng) -> (state, metrics)`; `rng` is the run's base key and the step
+  number is folded in. Jit it yourself, or use `jit_train_step` for the sharded version."""
+  loss_sums = make_loss_sums(model_def, config, mesh)
   ema_decay = config.train.ema_decay
 
   def train_step(state: State, batch: dict, rng):
-    latents = frames_to_latents(autoencoder, batch["frames"], config.chunking.chunk_frames)
     step_rng = jax.random.fold_in(rng, state["step"])
-    global_batch = latents.shape[0]
+    global_batch = batch["frames"].shape[0]
 
     def loss_fn(params):
-      sums = loss_lib.diffusion_loss(model_def.bind(params), schedule, config, latents, batch["text_tokens"],
-                                     step_rng)
+      sums = loss_sums(params, batch["frames"], batch["text_tokens"], step_rng)
       return sums["loss"] / global_batch, sums
 
     grads, sums = jax.grad(loss_fn, has_aux=True)(state["params"])
@@ -84,11 +108,31 @@ def make_train_step(model_def: ModelDef, config, optimizer):
     params = optax.apply_updates(state["params"], updates)
     ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, state["ema"], params)
     metrics = loss_lib.summarize(sums, global_batch)
-    metrics["grad_norm"] = optax.global_norm(grads)
+    metrics["grad_norm"] = optax.tree.norm(grads)
     new_state = {"step": state["step"] + 1, "params": params, "opt_state": opt_state, "ema": ema}
     return new_state, metrics
 
   return train_step
+
+
+def create_state(model_def: ModelDef, optimizer, rng, mesh=None) -> State:
+  """The initial state, created directly with its shardings (never whole on one device)."""
+  init = lambda r: init_state(model_def, optimizer, r)
+  if mesh is None:
+    return jax.jit(init)(rng)
+  shardings = mesh_lib.state_shardings(jax.eval_shape(init, rng), mesh)
+  return jax.jit(init, out_shardings=shardings)(rng)
+
+
+def jit_train_step(model_def: ModelDef, config, optimizer, mesh, state: State):
+  """The train step jitted with explicit in/out shardings (state donated)."""
+  step = make_train_step(model_def, config, optimizer, mesh)
+  state_shardings = jax.tree.map(lambda x: x.sharding, state)
+  replicated = mesh_lib.named(mesh, mesh_lib.REPLICATED)
+  batch_shardings = {"frames": mesh_lib.named(mesh, mesh_lib.VIDEO),
+                     "text_tokens": mesh_lib.named(mesh, mesh_lib.ROWS)}
+  return jax.jit(step, in_shardings=(state_shardings, batch_shardings, replicated),
+                 out_shardings=(state_shardings, replicated), donate_argnums=(0,))
 
 
 def param_counts(params) -> dict[str, int]:
@@ -130,11 +174,12 @@ def train(config, workdir: str, *, data_dir: str | None = None) -> dict:
     (workdir_path / "config.json").write_text(config.to_json_best_effort(indent=2))
 
   # --- model, optimizer, state ---
+  mesh = mesh_lib.make_mesh(config)
   model_def = ModelDef(config)
   optimizer = make_optimizer(config)
   base_rng = jax.random.key(config.seed)
   init_rng, step_rng = jax.random.split(base_rng)
-  state = jax.jit(lambda r: init_state(model_def, optimizer, r))(init_rng)
+  state = create_state(model_def, optimizer, init_rng, mesh)
   if main_process:
     counts = param_counts(state["params"])
     logging.info("parameters: %s", json.dumps(counts))
@@ -160,7 +205,7 @@ def train(config, workdir: str, *, data_dir: str | None = None) -> dict:
     print(f"resumed from step {start_step} in {workdir}", flush=True)
 
   # --- the loop ---
-  train_step = jax.jit(make_train_step(model_def, config, optimizer), donate_argnums=(0,))
+  train_step = jit_train_step(model_def, config, optimizer, mesh, state)
   sigterm = _Sigterm()
   pending: list[tuple[int, dict, int]] = []
   last_metrics: dict = {}
@@ -192,6 +237,7 @@ def train(config, workdir: str, *, data_dir: str | None = None) -> dict:
     for step in range(start_step + 1, config.train.steps + 1):
       batch = next(data_iter)
       num_chunks = int(batch.pop("num_chunks"))
+      batch = mesh_lib.global_batch(batch, mesh)
       state, metrics = train_step(state, batch, step_rng)
       pending.append((step, metrics, num_chunks))
       progress.update(1)

@@ -1,0 +1,107 @@
+"""The denoiser: gradient paths (VIN used, context stop-gradient), and VIN / no_global / full as flags."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from vin_jax import train as train_lib
+from vin_jax.diffusion import loss as loss_lib
+from vin_jax.diffusion.schedules import Schedule
+from vin_jax.model import ModelDef, dit, vin
+
+from tests.model.helpers import perturbed_params, random_inputs, test_config
+
+
+def _loss(model_def, config, params, x0, text, rng):
+  sums = loss_lib.diffusion_loss(model_def.bind(params), Schedule.from_config(config), config, x0, text, rng)
+  return sums["loss"] / x0.shape[0]
+
+
+def test_chunk_losses_send_gradient_into_the_vin():
+  config = test_config()
+  model_def = ModelDef(config)
+  params = perturbed_params(model_def)
+  x0, _, text = random_inputs(config)
+  grads = jax.grad(lambda p: _loss(model_def, config, p, x0, text, jax.random.key(3)))(params)
+  vin_norm = optax.tree.norm(grads["vin"])
+  assert float(vin_norm) > 1e-4
+  for name in ("global_init", "cross", "processor", "patch_embed"):
+    assert float(optax.tree.norm(grads["vin"][name])) > 0.0, name
+
+
+def test_stop_gradient_isolates_windows_from_their_context():
+  """With stop-gradient on, window i's loss sends nothing into chunk i-1 (global tokens held fixed)."""
+  for stop in (True, False):
+    config = test_config(**{"chunking.stop_gradient_context": stop})
+    model_def = ModelDef(config)
+    params = perturbed_params(model_def)
+    x, t, text = random_inputs(config)
+    g = jax.random.normal(jax.random.key(5), (x.shape[0], config.vin.num_global_tokens, config.vin.width))
+
+    def own_loss_of_window_2(x):
+      preds, _ = model_def.bind(params)(x, t, text, context_frames=config.chunking.context_frames,
+                                        global_tokens=g)
+      return jnp.sum(preds[:, 2, config.chunking.context_frames:] ** 2)
+
+    grad_x = jax.grad(own_loss_of_window_2)(x)
+    into_previous_chunk = float(jnp.abs(grad_x[:, 1]).sum())
+    into_own_chunk = float(jnp.abs(grad_x[:, 2]).sum())
+    assert into_own_chunk > 0.0
+    if stop:
+      assert into_previous_chunk == 0.0
+    else:
+      assert into_previous_chunk > 0.0
+
+
+def test_global_tokens_change_the_prediction():
+  config = test_config()
+  model_def = ModelDef(config)
+  params = perturbed_params(model_def)
+  x, t, text = random_inputs(config)
+  model = model_def.bind(params)
+  L = config.chunking.context_frames
+  own, _ = model(x, t, text, context_frames=L)
+  other_video = jax.random.normal(jax.random.key(9), x.shape)
+  other_tokens = model.global_tokens(other_video, t, *model.encode_text(text))
+  swapped, _ = model(x, t, text, context_frames=L, global_tokens=other_tokens)
+  none, _ = model(x, t, text, context_frames=L, use_global=False)
+  assert float(jnp.abs(own - swapped).max()) > 1e-4
+  assert float(jnp.abs(own - none).max()) > 1e-4
+
+
+@pytest.mark.parametrize("overrides, has_vin", [
+    ({}, True),
+    ({"vin.enabled": False}, False),
+    ({"model.window_mode": "full"}, False),
+])
+def test_vin_no_global_and_full_train_with_the_same_modules(overrides, has_vin):
+  config = test_config(**overrides)
+  model_def = ModelDef(config)
+  model = model_def.bind(model_def.init(jax.random.key(0)))
+  assert isinstance(model.dit, dit.WindowDiT)
+  assert isinstance(model.vin, vin.VideoInterfaceNetwork) == has_vin
+  optimizer = train_lib.make_optimizer(config)
+  state = train_lib.init_state(model_def, optimizer, jax.random.key(0))
+  assert ("vin" in state["params"]) == has_vin
+  frames = jax.random.randint(jax.random.key(1), (2, 3 * 4, 8, 8, 3), 0, 255).astype(jnp.uint8)
+  text = jnp.ones((2, config.text.max_length), jnp.int32)
+  step = jax.jit(train_lib.make_train_step(model_def, config, optimizer))
+  new_state, metrics = step(state, {"frames": frames, "text_tokens": text}, jax.random.key(2))
+  new_state, metrics = step(new_state, {"frames": frames, "text_tokens": text}, jax.random.key(2))
+  assert np.isfinite(float(metrics["loss"]))
+  assert int(new_state["step"]) == 2  # step 1 has learning rate 0 (warmup from 0)
+  moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), state["params"], new_state["params"])
+  assert max(jax.tree.leaves(moved)) > 0.0
+
+
+def test_full_mode_is_one_window_over_the_video():
+  config = test_config(**{"model.window_mode": "full"})
+  model_def = ModelDef(config)
+  params = perturbed_params(model_def)
+  x, t, text = random_inputs(config, num_chunks=3)
+  preds, valid = model_def.bind(params)(x, t, text, context_frames=2)
+  assert preds.shape == x.shape and bool(valid.all())
+  # Attention spans the whole video: the last chunk's prediction depends on the first chunk.
+  grad = jax.grad(lambda x: jnp.sum(model_def.bind(params)(x, t, text, context_frames=2)[0][:, 2] ** 2))(x)
+  assert float(jnp.abs(grad[:, 0]).sum()) > 0.0

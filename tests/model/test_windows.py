@@ -1,0 +1,44 @@
+"""Windows equal naive slicing; the first window's context is padding and marked invalid."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vin_jax.model import windows
+
+
+@pytest.mark.parametrize("L", [0, 1, 3, 5])
+def test_windows_equal_naive_slicing(L):
+  b, n, f = 2, 4, 5
+  video = jax.random.normal(jax.random.key(0), (b, n, f, 3, 2, 2))
+  win, valid = windows.build_windows(video, L)
+  assert win.shape == (b, n, L + f, 3, 2, 2)
+  flat = np.asarray(video).reshape(b, n * f, 3, 2, 2)
+  for i in range(n):
+    own = flat[:, i * f:(i + 1) * f]
+    np.testing.assert_array_equal(np.asarray(win[:, i, L:]), own)
+    if i > 0 and L:
+      np.testing.assert_array_equal(np.asarray(win[:, i, :L]), flat[:, i * f - L:i * f])
+      assert bool(valid[i].all())
+    elif L:
+      np.testing.assert_array_equal(np.asarray(win[:, 0, :L]), 0.0)
+      assert not bool(valid[0, :L].any()) and bool(valid[0, L:].all())
+
+
+def test_windows_of_per_frame_times_follow_the_video():
+  t = jnp.arange(2 * 3 * 4, dtype=jnp.float32).reshape(2, 3, 4)
+  win, _ = windows.build_windows(t, 2)
+  np.testing.assert_array_equal(np.asarray(win[:, 1, :2]), np.asarray(t[:, 0, 2:]))
+
+
+def test_stop_gradient_blocks_context_gradient():
+  video = jax.random.normal(jax.random.key(1), (1, 3, 4, 2))
+
+  def loss_on_window(v, stop):
+    win, _ = windows.build_windows(v, 2, stop_gradient=stop)
+    return jnp.sum(win[:, 1] ** 2)  # window 1 = tail of chunk 0 + chunk 1
+
+  g_stop = jax.grad(loss_on_window)(video, True)
+  g_flow = jax.grad(loss_on_window)(video, False)
+  assert float(jnp.abs(g_stop[:, 0]).sum()) == 0.0
+  assert float(jnp.abs(g_flow[:, 0, 2:]).sum()) > 0.0

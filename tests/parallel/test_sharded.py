@@ -1,0 +1,97 @@
+"""A sharded run gives the single-device numbers (fp32, 1e-5): train step (loss, gradients, updated
+parameters) and the sampler, with mesh.chunk = 8, 4 and 2 over 8 simulated CPU devices."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from vin_jax import sampling
+from vin_jax import train as train_lib
+from vin_jax.parallel import mesh as mesh_lib
+
+from tests.model.helpers import perturbed_params, test_config
+
+NUM_CHUNKS, BATCH = 8, 4
+MESHES = [dict(data=1, chunk=8), dict(data=2, chunk=4), dict(data=2, fsdp=2, chunk=2)]
+
+
+def _config(data=1, fsdp=1, chunk=1):
+  config = test_config(**{"mesh.data": data, "mesh.fsdp": fsdp, "mesh.chunk": chunk,
+                          "data.batch_size": BATCH, "sampling.num_chunks": NUM_CHUNKS})
+  return config
+
+
+def _batch(config):
+  frames_per_video = NUM_CHUNKS * config.chunking.chunk_frames
+  frames = jax.random.randint(jax.random.key(7), (BATCH, frames_per_video, 8, 8, 3), 0, 256).astype(jnp.uint8)
+  text = jax.random.randint(jax.random.key(8), (BATCH, config.text.max_length), 1, 200).astype(jnp.int32)
+  return {"frames": np.asarray(frames), "text_tokens": np.asarray(text)}
+
+
+def _grads(config, mesh, params, batch, rng):
+  loss_sums = train_lib.make_loss_sums(train_lib.ModelDef(config), config, mesh)
+  fn = lambda p, f, t: loss_sums(p, f, t, rng)["loss"] / BATCH
+  return jax.jit(jax.value_and_grad(fn))(params, batch["frames"], batch["text_tokens"])
+
+
+@pytest.fixture(scope="module")
+def reference():
+  config = _config()
+  model_def = train_lib.ModelDef(config)
+  optimizer = train_lib.make_optimizer(config)
+  state = train_lib.init_state(model_def, optimizer, jax.random.key(0))
+  state["params"] = perturbed_params(model_def)
+  state["ema"] = state["params"]
+  batch = _batch(config)
+  loss, grads = _grads(config, None, state["params"], batch, jax.random.key(1))
+  step = jax.jit(train_lib.make_train_step(model_def, config, optimizer))
+  new_state, metrics = step(state, batch, jax.random.key(1))
+  new_state, metrics = step(new_state, batch, jax.random.key(1))
+  text = jnp.asarray(batch["text_tokens"])
+  samples = sampling.generate(config, model_def, state["params"], text, jax.random.key(2), num_chunks=NUM_CHUNKS)
+  return dict(state=state, batch=batch, loss=loss, grads=grads, new_state=new_state, metrics=metrics,
+              samples=samples)
+
+
+def _close(a, b):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("axes", MESHES, ids=lambda a: "x".join(f"{k}{v}" for k, v in a.items()))
+def test_sharded_train_step_matches_single_device(reference, axes):
+  config = _config(**axes)
+  mesh = mesh_lib.make_mesh(config)
+  model_def = train_lib.ModelDef(config)
+  optimizer = train_lib.make_optimizer(config)
+
+  loss, grads = _grads(config, mesh, reference["state"]["params"], mesh_lib.global_batch(reference["batch"], mesh),
+                       jax.random.key(1))
+  np.testing.assert_allclose(loss, reference["loss"], rtol=1e-5)
+  _close(grads, reference["grads"])
+
+  state = train_lib.create_state(model_def, optimizer, jax.random.key(0), mesh)
+  # Host copies: device_put of a device-0 array may alias it, and the step donates its state.
+  state = jax.tree.map(lambda ref, x: jax.device_put(np.asarray(ref), x.sharding), reference["state"], state)
+  step = train_lib.jit_train_step(model_def, config, optimizer, mesh, state)
+  batch = mesh_lib.global_batch(reference["batch"], mesh)
+  new_state, metrics = step(state, batch, jax.random.key(1))
+  new_state, metrics = step(new_state, batch, jax.random.key(1))
+  np.testing.assert_allclose(metrics["loss"], reference["metrics"]["loss"], rtol=1e-5)
+  _close(new_state["params"], reference["new_state"]["params"])
+  if axes.get("fsdp", 1) > 1:
+    sharded = [x for x in jax.tree.leaves(new_state["params"]) if "fsdp" in str(x.sharding.spec)]
+    assert sharded, "FSDP rule sharded no parameter"
+
+
+@pytest.mark.parametrize("axes", MESHES, ids=lambda a: "x".join(f"{k}{v}" for k, v in a.items()))
+def test_sharded_sampler_matches_single_device(reference, axes):
+  config = _config(**axes)
+  mesh = mesh_lib.make_mesh(config)
+  model_def = train_lib.ModelDef(config)
+  text = jnp.asarray(reference["batch"]["text_tokens"])
+  samples = sampling.generate(config, model_def, reference["state"]["params"], text, jax.random.key(2),
+                              num_chunks=NUM_CHUNKS, mesh=mesh)
+  assert samples.sharding.spec == mesh_lib.VIDEO
+  np.testing.assert_allclose(np.asarray(samples), np.asarray(reference["samples"]), atol=1e-5, rtol=1e-5)

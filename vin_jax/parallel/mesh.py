@@ -1,0 +1,77 @@
+"""The device mesh ('data', 'fsdp', 'chunk') and the shardings of videos, batches and parameters.
+
+The video [B, N, F, h, w, c] is sharded P(('data', 'fsdp'), 'chunk'): rows over data (and fsdp, which also
+splits the batch, as in FSDP), chunks over 'chunk'. Global tokens [B, G, D] are sharded over the batch axes
+only, i.e. replicated over 'chunk'. Parameters are replicated, or split over 'fsdp' by a size rule.
+Axes are Auto (not Explicit, JAX 0.10's default): the model's jnp code runs unannotated inside shard_map.
+"""
+from __future__ import annotations
+
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+AXES = ("data", "fsdp", "chunk")
+BATCH = ("data", "fsdp")
+CHUNK = "chunk"
+VIDEO = P(BATCH, CHUNK)      # [B, N or T, ...]
+ROWS = P(BATCH)              # [B, ...]
+REPLICATED = P()
+FSDP_MIN_SIZE = 2 ** 10      # parameters smaller than this stay replicated
+
+
+def make_mesh(config, devices=None) -> Mesh:
+  m = config.mesh
+  devices = jax.devices() if devices is None else devices
+  shape = (m.data, m.fsdp, m.chunk)
+  if int(np.prod(shape)) != len(devices):
+    raise ValueError(f"mesh.data * mesh.fsdp * mesh.chunk = {int(np.prod(shape))} must equal the number of "
+                     f"devices {len(devices)}")
+  return jax.make_mesh(shape, AXES, axis_types=(AxisType.Auto,) * 3, devices=devices)
+
+
+def is_sharded(mesh: Mesh | None) -> bool:
+  return mesh is not None and mesh.size > 1
+
+
+def param_spec(shape: tuple[int, ...], fsdp: int) -> P:
+  """FSDP rule: split the largest axis divisible by the fsdp size; small or indivisible stay replicated."""
+  if fsdp == 1 or int(np.prod(shape, dtype=np.int64)) < FSDP_MIN_SIZE:
+    return P()
+  for axis in np.argsort(shape)[::-1]:
+    if shape[axis] % fsdp == 0:
+      spec = [None] * len(shape)
+      spec[axis] = "fsdp"
+      return P(*spec)
+  return P()
+
+
+def state_shardings(abstract_state, mesh: Mesh):
+  """NamedShardings for a train state (params, optimizer moments and EMA follow the same rule)."""
+  fsdp = mesh.shape["fsdp"]
+  return jax.tree.map(lambda x: NamedSharding(mesh, param_spec(tuple(x.shape), fsdp)), abstract_state)
+
+
+def named(mesh: Mesh, spec: P) -> NamedSharding:
+  return NamedSharding(mesh, spec)
+
+
+def batch_row_offset(local_rows: int):
+  """Inside shard_map: the global index of this device's first batch row."""
+  return jax.lax.axis_index(BATCH) * local_rows
+
+
+def global_batch(local_batch: dict, mesh: Mesh) -> dict:
+  """This process's rows (numpy) -> global arrays sharded like the train step expects.
+
+  Each process holds B / process_count rows of every chunk (the pipeline shards rows by process), so the
+  mesh must place each process's devices along the batch axes.
+  """
+  specs = {"frames": VIDEO, "text_tokens": ROWS}
+  out = {}
+  for key, value in local_batch.items():
+    sharding = NamedSharding(mesh, specs.get(key, ROWS))
+    global_shape = (value.shape[0] * jax.process_count(),) + tuple(value.shape[1:])
+    out[key] = jax.make_array_from_process_local_data(sharding, np.asarray(value), global_shape)
+  return out
