@@ -41,7 +41,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.autoencoder.kind = "patch"      # weight-free space-to-depth
   c.autoencoder.spatial_factor = 2
   c.autoencoder.temporal_factor = 1.0  # pixel frames per latent frame (float: 16/5 for the 3D VAE)
-  c.autoencoder.scale = 1.0         # pixels in [-1, 1] are multiplied by this after encoding
+  c.autoencoder.shift = 0.0         # latents = (pixels in [-1, 1] - shift) * scale: zero mean, unit std
+  c.autoencoder.scale = 1.0
   c.autoencoder.latent_channels = 0  # vae3d only; the patch autoencoder derives it
 
   c.text = ml_collections.ConfigDict()
@@ -56,8 +57,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.diffusion = ml_collections.ConfigDict()
   c.diffusion.objective = "flow"    # "eps" | "v" | "flow"
   c.diffusion.schedule = "cosine"   # for eps / v: "cosine" | "linear"
+  c.diffusion.t_sampling = "default"  # training t: "default" (logit-normal for flow, else uniform) | "uniform" | "logit_normal"
   c.diffusion.logit_normal_mean = 0.0
   c.diffusion.logit_normal_std = 1.0
+  c.diffusion.input_skip = True     # prediction = network + c_skip(t) * x_t (see Schedule.input_skip)
+  c.diffusion.sigma_data = 1.0      # std of the (normalised) latents, for input_skip
   c.diffusion.context_loss_weight = 1.0
   c.diffusion.first_frame_cond_prob = 0.0   # STIV image conditioning: first latent frame given clean
   c.diffusion.first_frame_drop_prob = 0.08  # ... and that condition dropped with this probability

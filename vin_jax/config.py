@@ -78,6 +78,7 @@ _CHOICES = {
     "text.encoder": ("bytes", "precomputed"),
     "diffusion.objective": ("eps", "v", "flow"),
     "diffusion.schedule": ("cosine", "linear"),
+    "diffusion.t_sampling": ("default", "uniform", "logit_normal"),
     "sampling.fusion": ("early", "mid", "late", "none"),
     "sampling.method": ("vin", "full", "autoregressive", "no_global", "freenoise"),
     "data.name": ("sprites", "video_folder"),

@@ -82,6 +82,9 @@ def make_loss_sums(model_def: ModelDef, config, mesh=None):
     return lambda params, frames, text, rng: local_sums(params, frames, text, rng, None, 0)
 
   def per_device(params, frames, text, rng):
+    # Mark the replicated params device-varying once, here: the backward pass then sums each gradient
+    # over devices once, at parameter size, instead of all-reducing per-window partial sums.
+    params = jax.lax.pcast(params, mesh_lib.AXES, to="varying")
     sums = local_sums(params, frames, text, rng, mesh_lib.CHUNK, mesh_lib.batch_row_offset(frames.shape[0]))
     return jax.tree.map(lambda s: jax.lax.psum(s, mesh_lib.AXES), sums)
 

@@ -5,6 +5,6 @@ from vin_jax.autoencoder.patch import PatchAutoencoder, to_uint8
 def make_autoencoder(config):
   ae = config.autoencoder
   if ae.kind == "patch":
-    return PatchAutoencoder(ae.spatial_factor, int(round(ae.temporal_factor)), ae.scale)
+    return PatchAutoencoder(ae.spatial_factor, int(round(ae.temporal_factor)), ae.scale, ae.shift)
   raise ValueError(f"autoencoder.kind={ae.kind!r}: no pretrained VAE is available in this build; "
                    "use 'patch' (weight-free)")

@@ -23,18 +23,26 @@ def _expand(t, x):
 class Schedule:
 
   def __init__(self, objective: str = "flow", schedule: str = "cosine", logit_normal_mean: float = 0.0,
-               logit_normal_std: float = 1.0):
+               logit_normal_std: float = 1.0, t_sampling: str = "default"):
     if objective not in ("eps", "v", "flow"):
       raise ValueError(f"diffusion.objective={objective!r} must be 'eps', 'v' or 'flow'")
     if schedule not in ("cosine", "linear"):
       raise ValueError(f"diffusion.schedule={schedule!r} must be 'cosine' or 'linear'")
     self.objective, self.schedule = objective, schedule
+    if t_sampling not in ("default", "uniform", "logit_normal"):
+      raise ValueError(f"diffusion.t_sampling={t_sampling!r} must be 'default', 'uniform' or 'logit_normal'")
     self.mean, self.std = logit_normal_mean, logit_normal_std
+    # default: logit-normal for flow (STIV / SD3), uniform for eps and v
+    self.t_sampling = t_sampling if t_sampling != "default" else ("logit_normal" if objective == "flow" else "uniform")
 
   @classmethod
   def from_config(cls, config) -> "Schedule":
     d = config.diffusion
-    return cls(d.objective, d.schedule, d.logit_normal_mean, d.logit_normal_std)
+    return cls(d.objective, d.schedule, d.logit_normal_mean, d.logit_normal_std, d.t_sampling)
+
+  @staticmethod
+  def expand(t, x):
+    return _expand(t, x)
 
   def alpha_sigma(self, t):
     if self.objective == "flow":
@@ -48,8 +56,8 @@ class Schedule:
     return jnp.sqrt(alpha_bar), jnp.sqrt(1.0 - alpha_bar)
 
   def sample_t(self, rng, shape):
-    """Training times: logit-normal for flow (STIV / SD3), uniform for eps and v."""
-    if self.objective == "flow":
+    """Training times in (0, 1) (see `t_sampling`)."""
+    if self.t_sampling == "logit_normal":
       return jax.nn.sigmoid(self.mean + self.std * jax.random.normal(rng, shape))
     return jax.random.uniform(rng, shape, minval=1e-3, maxval=1.0)
 
@@ -64,6 +72,24 @@ class Schedule:
       return noise - x0
     alpha, sigma = self.alpha_sigma(_expand(t, x0))
     return alpha * noise - sigma * x0
+
+  def target_coefficients(self, t):
+    """(a, b) with target = a * eps + b * x0."""
+    if self.objective == "eps":
+      return jnp.ones_like(t), jnp.zeros_like(t)
+    if self.objective == "flow":
+      return jnp.ones_like(t), -jnp.ones_like(t)
+    alpha, sigma = self.alpha_sigma(t)
+    return alpha, -sigma
+
+  def input_skip(self, t, sigma_data: float = 1.0):
+    """The best linear guess of the target from x_t alone, as a coefficient on x_t (EDM's c_skip, for any
+    objective): Cov(target, x_t) / Var(x_t) with unit noise and data of std `sigma_data`. The network
+    then predicts only the residual; without it, a small net must copy the noise through itself at t ~ 1."""
+    alpha, sigma = self.alpha_sigma(t)
+    a, b = self.target_coefficients(t)
+    var_data = sigma_data ** 2
+    return (a * sigma + b * alpha * var_data) / (alpha ** 2 * var_data + sigma ** 2)
 
   def x0_eps(self, x_t, pred, t):
     """Prediction -> (x0_hat, eps_hat)."""

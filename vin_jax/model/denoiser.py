@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from vin_jax.diffusion.schedules import Schedule
 from vin_jax.model import dit, vin, windows
 from vin_jax.text import encoder as text_encoder
 
@@ -20,6 +21,8 @@ class VideoDenoiser(nnx.Module):
     self.vin = vin.VideoInterfaceNetwork(config, rngs=rngs) if use_vin else None
     self.dit = dit.WindowDiT(config, use_global_tokens=use_vin, rngs=rngs)
     self.stop_gradient_context = bool(config.chunking.stop_gradient_context)
+    self.schedule = Schedule.from_config(config) if config.diffusion.input_skip else None
+    self.sigma_data = float(config.diffusion.sigma_data)
 
   def context_frames(self, requested: int, full: bool | None = None) -> int:
     """The `full` mode has no context: its one window is the video."""
@@ -75,6 +78,9 @@ class VideoDenoiser(nnx.Module):
                      jnp.broadcast_to(valid[None], (b, nw, w)).reshape(b * nw, w), per_window(global_tokens),
                      per_window(t_video), per_window(text_tokens), per_window(text_mask))
     preds = preds.reshape(b, nw, w, *preds.shape[2:])
+    if self.schedule is not None:
+      skip = self.schedule.input_skip(t_win, self.sigma_data)
+      preds = preds + Schedule.expand(skip, win) * win
     if full:
       preds = preds.reshape(b, n, f, *preds.shape[3:])
       valid = jnp.ones((n, f), bool)
