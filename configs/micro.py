@@ -14,6 +14,7 @@ def get_config(arg=None):
   c.model.width = 96
   c.model.depth = 4
   c.model.num_heads = 4
+  c.model.temporal_patch = 1       # context lengths 2 / 3 are odd
   c.vin.num_global_tokens = 16
   c.vin.width = 96
   c.vin.num_heads = 4

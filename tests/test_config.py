@@ -99,7 +99,7 @@ INVALID = [
     ("probability_above_one", _set(**{"text.drop_prob": 1.5}), "text.drop_prob"),
     ("negative_probability", _set(**{"diffusion.first_frame_cond_prob": -0.1}), "diffusion.first_frame_cond_prob"),
     ("ema_decay_above_one", _set(**{"train.ema_decay": 1.01}), "train.ema_decay"),
-    ("warmup_longer_than_training", _set(**{"train.warmup_steps": 601}), "train.warmup_steps"),
+    ("warmup_longer_than_training", _set(**{"train.warmup_steps": 100_001, "train.steps": 100_000}), "train.warmup_steps"),
     ("chunk_not_divisible_by_keyframe_stride", _set(**{"chunking.keyframe_seconds": 0.375}),  # stride 3
      "chunking.chunk_frames"),
     ("chunk_not_divisible_by_keyframe_stride_6", _set(**{"chunking.chunk_frames": 6}), "chunking.chunk_frames"),

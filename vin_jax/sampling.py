@@ -4,6 +4,7 @@ Used by the CLI, the ablation runner and the notebooks.
 """
 from __future__ import annotations
 
+import functools
 import pathlib
 from typing import Callable
 
@@ -52,21 +53,38 @@ def generate(config, model_def: ModelDef, params, text, rng, *, method: str = "v
   schedule = Schedule.from_config(config)
   h, w, c = config_lib.latent_shape(config)
   shape = (text.shape[0], num_chunks, config.chunking.chunk_frames, h, w, c)
-  maybe_jit = jax.jit if jit else (lambda f: f)
 
   if method == "freenoise":
-    noise = sampler.freenoise_noise(rng, shape)
-    fn = maybe_jit(lambda p, z, tx: sampler.sample_freenoise(model_def.bind(p), schedule, settings, z, tx,
-                                                             progress=progress))
+    noise = _jitted_noise(sampler.freenoise_noise)(rng, shape)
+    fn = _compiled(("freenoise", model_def, settings, schedule.key(), progress, jit), lambda: (
+        lambda p, z, tx: sampler.sample_freenoise(model_def.bind(p), schedule, settings, z, tx, progress=progress)))
     return fn(params, noise, text)
   if mesh_lib.is_sharded(mesh) and method in SHARDABLE_METHODS:
     return _generate_sharded(model_def, schedule, settings, params, text, rng, shape, mesh, progress)
-  noise = sampler.initial_noise(rng, shape)
-  chain = maybe_jit(lambda p, z, tx, x0, mask: sampler.sample_parallel(
-      model_def.bind(p), schedule, settings, z, tx, clean_x0=x0, clean_mask_BxNxF=mask, progress=progress))
+  noise = _jitted_noise(sampler.initial_noise)(rng, shape)
+  chain = _compiled(("parallel", model_def, settings, schedule.key(), progress, jit), lambda: (
+      lambda p, z, tx, x0, mask: sampler.sample_parallel(model_def.bind(p), schedule, settings, z, tx, clean_x0=x0,
+                                                         clean_mask_BxNxF=mask, progress=progress)))
   if method == "autoregressive":
     return sampler.sample_autoregressive(lambda z, tx, x0, mask: chain(params, z, tx, x0, mask), noise, text)
   return chain(params, noise, text, jnp.zeros_like(noise), jnp.zeros(shape[:3], bool))
+
+
+_CACHE: dict = {}
+
+
+def _compiled(key, make):
+  """One jitted sampler per (kind, model, settings, schedule, progress, jit): repeated calls (ablations,
+  several seeds) reuse the compiled program instead of tracing a fresh lambda each time."""
+  if key not in _CACHE:
+    fn = make()
+    _CACHE[key] = jax.jit(fn) if key[-1] else fn
+  return _CACHE[key]
+
+
+@functools.cache
+def _jitted_noise(draw):
+  return jax.jit(draw, static_argnums=1)
 
 
 def _generate_sharded(model_def, schedule, settings, params, text, rng, shape, mesh, progress):

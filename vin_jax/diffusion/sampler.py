@@ -134,9 +134,8 @@ def freenoise_noise(rng, shape_BxNxFx___):
   chunk's noise frames, so distant windows start from correlated noise. [B, N, F, ...]."""
   b, n, f = shape_BxNxFx___[:3]
   base = jax.random.normal(rng, (b, f) + tuple(shape_BxNxFx___[3:]))
-  perms = [np.arange(f)] + [np.asarray(jax.random.permutation(jax.random.fold_in(rng, i + 1), f))
-                            for i in range(n - 1)]
-  return jnp.stack([base[:, p] for p in perms], axis=1)
+  perms = [jnp.arange(f)] + [jax.random.permutation(jax.random.fold_in(rng, i + 1), f) for i in range(n - 1)]
+  return jnp.stack([jnp.take(base, p, axis=1) for p in perms], axis=1)
 
 
 def freenoise_windows(num_frames: int, window: int, stride: int) -> np.ndarray:

@@ -40,6 +40,10 @@ class Schedule:
     d = config.diffusion
     return cls(d.objective, d.schedule, d.logit_normal_mean, d.logit_normal_std, d.t_sampling)
 
+  def key(self) -> tuple:
+    """Hashable identity (for caches of compiled samplers)."""
+    return (self.objective, self.schedule, self.mean, self.std, self.t_sampling)
+
   @staticmethod
   def expand(t, x):
     return _expand(t, x)
