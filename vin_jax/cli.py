@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from vin_jax import config as config_lib
 from vin_jax import sampling, video_io
+from vin_jax.parallel import mesh as mesh_lib
 from vin_jax.text import tokenizer
 
 SCALE = 8  # nearest-neighbour upscaling of the tiny videos for viewing
@@ -47,15 +48,31 @@ def sample_command(config, workdir: str, *, out: str | None, num_chunks: int | N
   prompts = [prompt] * num if prompt is not None else default_prompts(config, workdir, num)
   text = tokenizer.tokenize(prompts, config.text.max_length)
 
-  model_def, params, step = sampling.load_params(config, workdir, use_ema=config.sampling.use_ema)
+  mesh = mesh_lib.make_mesh(config)
+  sharded = mesh_lib.is_sharded(mesh)
+  model_def, params, step = sampling.load_params(config, workdir, use_ema=config.sampling.use_ema,
+                                                 mesh=mesh if sharded else None)
   steps_total = config.sampling.num_steps * (num_chunks if method == "autoregressive" else 1)
-  bar = tqdm(total=steps_total, desc=f"sample ({method}, {num_chunks} chunks)", dynamic_ncols=True)
+  main_process = jax.process_index() == 0
+  bar = tqdm(total=steps_total, desc=f"sample ({method}, {num_chunks} chunks)", dynamic_ncols=True,
+             disable=not main_process)
+
+  def progress(i):  # called by every device under shard_map: move the bar to the furthest step seen
+    done = int(i) + 1 + (bar.n // config.sampling.num_steps) * config.sampling.num_steps * (method == "autoregressive")
+    bar.update(max(0, done - bar.n))
+
   start = time.time()
   latents = sampling.generate(config, model_def, params, text, jax.random.key(seed), method=method,
-                              num_chunks=num_chunks, progress=lambda i: bar.update(1))
+                              num_chunks=num_chunks, progress=progress, mesh=mesh)
   latents = jax.block_until_ready(latents)
   wall = time.time() - start
   bar.close()
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    latents = multihost_utils.process_allgather(latents, tiled=True)
+  if not main_process:
+    return {}
+  latents = np.asarray(latents)
   frames = np.asarray(sampling.decode_to_uint8(config, latents))
 
   out_dir = pathlib.Path(out)
@@ -77,6 +94,7 @@ def sample_command(config, workdir: str, *, out: str | None, num_chunks: int | N
       "context_frames": config.chunking.inference_context_frames, "guidance_scale": config.sampling.guidance_scale,
       "chunk_latent_frames": config.chunking.chunk_frames, "chunk_pixel_frames": chunk_pixels, "fps": fps,
       "frames_shape": list(frames.shape), "wall_time_sec": wall, "devices": jax.device_count(),
+      "mesh": dict(mesh.shape),
   }
   with video_io.atomic_output(out_dir / "sample_info.json") as tmp:
     pathlib.Path(tmp).write_text(json.dumps(info, indent=2))

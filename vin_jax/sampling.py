@@ -21,11 +21,17 @@ from vin_jax.model import ModelDef
 from vin_jax.parallel import mesh as mesh_lib
 
 
-def load_params(config, workdir: str | pathlib.Path, *, use_ema: bool = True, step: int | None = None):
-  """(ModelDef, params, step) from the latest (or given) checkpoint in WORKDIR."""
+def load_params(config, workdir: str | pathlib.Path, *, use_ema: bool = True, step: int | None = None, mesh=None):
+  """(ModelDef, params, step) from the latest (or given) checkpoint in WORKDIR.
+
+  With `mesh`, the state is restored directly onto that mesh's shardings, whatever mesh wrote it.
+  """
   model_def = ModelDef(config)
   optimizer = train_lib.make_optimizer(config)
   abstract = jax.eval_shape(lambda r: train_lib.init_state(model_def, optimizer, r), jax.random.key(0))
+  if mesh is not None:
+    shardings = mesh_lib.state_shardings(abstract, mesh)
+    abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
   directory = pathlib.Path(workdir) / "checkpoints"
   manager = checkpointing.Manager(directory, async_save=False)
   try:

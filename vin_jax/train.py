@@ -193,6 +193,9 @@ def train(config, workdir: str, *, data_dir: str | None = None) -> dict:
   if main_process:
     from vin_jax.data import builder
     builder.build_dataset(config, data_dir)  # idempotent: reuses a built data set
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices("vin_jax: data set built")
   data_iter = pipeline.make_train_iterator(config, data_dir)
 
   # --- checkpoint: resume if there is one ---
