@@ -41,7 +41,8 @@ def main(argv):
   command = argv[1]
   if command == "evaluate":
     from vin_jax.cli import evaluate_command
-    return evaluate_command(videos=_VIDEOS.value, samples=_SAMPLES.value, out=_OUT.value)
+    evaluate_command(videos=_VIDEOS.value, samples=_SAMPLES.value, out=_OUT.value)
+    return
   config = _CONFIG.value
   if config is None:
     _usage_error("--config is required")

@@ -1,0 +1,144 @@
+"""FLOPs and memory of one sampling step for VIN, no_global, full and autoregressive, analytic and XLA.
+
+A paper-shaped model (configs/paper.py's structure, scaled down so that it compiles on a CPU) is compiled
+at each video length; the analytic model (vin_jax.evaluation.flops) is checked against XLA's count. Then the
+analytic table for configs/paper.py itself. Run:
+
+  python benchmarks/cost.py [--lengths 40,80,160,320] [--quick]
+
+What the paper-shaped model keeps from configs/paper.py: chunks of 20 latent frames, 12 context frames at
+inference, keyframes every 5 latent frames (1.0 s at 16 fps, 16 pixel -> 5 latent frames), spatial patch 2,
+temporal patch 1, 120 text tokens, eps objective, early fusion. What it scales (see `paper_shaped_config`):
+the latent grid 24x40 -> 6x10 (15 instead of 240 tokens per frame), DiT width 1152 -> 64 and depth
+28 -> 4, VIN width 4096 -> 256, 32 -> 8 heads, processor 4 -> 1 block, global tokens 512 -> 32 (the same
+~2 frames' worth of tokens), text width 1152 -> 64, T5 width 4096 -> 256, float32 instead of bfloat16, and
+guidance 1 (no CFG doubling). Tokens per frame over width stays ~0.2, so attention's share of the DiT is
+close to the paper's.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+from vin_jax import config as config_lib  # noqa: E402
+from vin_jax.evaluation import flops  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_LENGTHS = (40, 80, 160, 320)
+QUICK_LENGTHS = (40, 80)
+
+
+def paper_config():
+  """configs/paper.py as is (data.video_dir set to a dummy so that validate passes; nothing reads data)."""
+  config = config_lib.load_config_file(os.path.join(REPO, "configs", "paper.py"))
+  config.data.video_dir = "/unused"
+  config_lib.validate(config)
+  return config
+
+
+def paper_shaped_config():
+  """configs/paper.py's structure at CPU size (the scaling is listed in this module's docstring)."""
+  c = paper_config()
+  c.data.height, c.data.width = 48, 80            # latent 6x10 (x8 VAE), 3x5 patches of 2x2
+  c.model.width, c.model.depth, c.model.num_heads = 64, 4, 4
+  c.model.dtype = "float32"
+  c.vin.width, c.vin.num_heads, c.vin.processor_depth = 256, 8, 1
+  c.vin.num_global_tokens = 32
+  c.text.width, c.text.num_heads, c.text.precomputed_dim = 64, 4, 256
+  c.sampling.guidance_scale = 1.0
+  config_lib.validate(c)
+  return c
+
+
+def chunks_for(config, latent_frames: int) -> int:
+  f = config.chunking.chunk_frames
+  if latent_frames % f:
+    raise ValueError(f"--lengths: {latent_frames} latent frames is not a multiple of chunk_frames={f}")
+  return latent_frames // f
+
+
+def measure(config, lengths, methods=flops.METHODS):
+  """[(frames, method, analytic dict, xla dict)]; the autoregressive chains are compiled once."""
+  rows, chains = [], {}
+  for frames in lengths:
+    n = chunks_for(config, frames)
+    for method in methods:
+      analytic = flops.sampling_step_flops(config, method, n)
+      if method == "autoregressive":
+        seconds = 0.0
+        for k in (1, 2):
+          if k not in chains:
+            chains[k] = flops.xla_compiled_cost(config, method, k)
+            seconds += chains[k]["compile_seconds"]
+        xla = flops.combine_autoregressive(chains[1], chains[2], n)
+      else:
+        xla = flops.xla_sampling_step_cost(config, method, n)
+        seconds = xla["compile_seconds"]
+      rows.append((frames, method, analytic, xla))
+      print(f"  {method} at {frames} latent frames: compiled in {seconds:.1f} s", flush=True)
+  return rows
+
+
+def print_measured(rows):
+  print("\nOne sampling step (batch 1), paper-shaped model at CPU size: FLOPs analytic vs XLA, memory "
+        "(argument + output + temp - alias)")
+  print("| latent frames | method | analytic GFLOP | XLA GFLOP | analytic / XLA | analytic GFLOP / frame "
+        "| memory MB |")
+  print("|---:|---|---:|---:|---:|---:|---:|")
+  for frames, method, a, x in rows:
+    print(f"| {frames} | {method} | {a['total'] / 1e9:.3f} | {x['flops'] / 1e9:.3f} | {a['total'] / x['flops']:.3f} "
+          f"| {a['per_frame'] / 1e9:.4f} | {x['memory_bytes'] / 2**20:.1f} |")
+  by = {(f, m): (a, x) for f, m, a, x in rows}
+  lengths = sorted({f for f, _, _, _ in rows})
+  if not all((f, m) in by for f in lengths for m in ("vin", "full")):
+    return
+  print("\n| latent frames | VIN / full (analytic) | VIN / full (XLA) | VIN GFLOP / frame (analytic) "
+        "| VIN GFLOP / frame (XLA) | VIN memory / full memory |")
+  print("|---:|---:|---:|---:|---:|---:|")
+  for f in lengths:
+    (va, vx), (fa, fx) = by[(f, "vin")], by[(f, "full")]
+    print(f"| {f} | {va['total'] / fa['total']:.3f} | {vx['flops'] / fx['flops']:.3f} | {va['per_frame'] / 1e9:.4f} "
+          f"| {vx['flops'] / f / 1e9:.4f} | {vx['memory_bytes'] / fx['memory_bytes']:.3f} |")
+
+
+def print_paper(config, lengths):
+  rows_per_video = 2 if config.sampling.guidance_scale != 1.0 else 1
+  print(f"\nconfigs/paper.py, analytic only: TFLOP per sampling step (batch 1; guidance "
+        f"{config.sampling.guidance_scale} -> {rows_per_video} model rows per video)")
+  print("| latent frames | vin | no_global | full | autoregressive | VIN / full | VIN TFLOP / frame "
+        "| VIN network share of vin | matmul share of vin |")
+  print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+  for frames in lengths:
+    n = chunks_for(config, frames)
+    r = {m: flops.sampling_step_flops(config, m, n) for m in flops.METHODS}
+    v = r["vin"]
+    print(f"| {frames} | {v['total'] / 1e12:.1f} | {r['no_global']['total'] / 1e12:.1f} "
+          f"| {r['full']['total'] / 1e12:.1f} | {r['autoregressive']['total'] / 1e12:.1f} "
+          f"| {v['total'] / r['full']['total']:.3f} | {v['per_frame'] / 1e12:.3f} | {v['vin'] / v['total']:.3f} "
+          f"| {v['matmul'] / v['total']:.3f} |")
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--lengths", default=None, help="latent frames, comma separated (multiples of 20)")
+  parser.add_argument("--quick", action="store_true", help=f"lengths {QUICK_LENGTHS} only")
+  args = parser.parse_args()
+  lengths = ([int(x) for x in args.lengths.split(",")] if args.lengths else
+             list(QUICK_LENGTHS if args.quick else DEFAULT_LENGTHS))
+  start = time.perf_counter()
+  config = paper_shaped_config()
+  print(f"paper-shaped model: latent {config_lib.latent_shape(config)}, DiT {config.model.width}x"
+        f"{config.model.depth}, VIN {config.vin.width} x {config.vin.processor_depth} block(s), "
+        f"G={config.vin.num_global_tokens}, chunk {config.chunking.chunk_frames}, context "
+        f"{config.chunking.inference_context_frames}, keyframe stride {config_lib.keyframe_stride(config)}")
+  rows = measure(config, lengths)
+  print_measured(rows)
+  print_paper(paper_config(), sorted(set(lengths) | set(DEFAULT_LENGTHS)))
+  print(f"\n({time.perf_counter() - start:.0f} s)")
+
+
+if __name__ == "__main__":
+  main()
