@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import pathlib
 import signal
 import time
@@ -15,7 +14,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from absl import logging
 
@@ -36,19 +34,19 @@ class NonFiniteLossError(RuntimeError):
   pass
 
 
-def make_optimizer(config) -> optax.GradientTransformation:
-  t = config.train
-  schedule = optax.warmup_cosine_decay_schedule(0.0, t.learning_rate, max(t.warmup_steps, 1), max(t.steps, 2),
-                                                end_value=0.1 * t.learning_rate)
-  chain = [optax.clip_by_global_norm(t.grad_clip)] if t.grad_clip > 0 else []
-  chain.append(optax.adamw(schedule, b1=0.9, b2=0.99, weight_decay=t.weight_decay))
-  return optax.chain(*chain)
-
-
-def learning_rate(config, step):
+def learning_rate_schedule(config) -> optax.Schedule:
+  """Linear warmup from 0 to train.learning_rate, then cosine decay to a tenth of it at train.steps."""
   t = config.train
   return optax.warmup_cosine_decay_schedule(0.0, t.learning_rate, max(t.warmup_steps, 1), max(t.steps, 2),
-                                            end_value=0.1 * t.learning_rate)(step)
+                                            end_value=0.1 * t.learning_rate)
+
+
+def make_optimizer(config) -> optax.GradientTransformation:
+  """AdamW on the schedule above, after global-norm clipping (train.grad_clip = 0 turns it off)."""
+  t = config.train
+  chain = [optax.clip_by_global_norm(t.grad_clip)] if t.grad_clip > 0 else []
+  chain.append(optax.adamw(learning_rate_schedule(config), b1=0.9, b2=0.99, weight_decay=t.weight_decay))
+  return optax.chain(*chain)
 
 
 def init_state(model_def: ModelDef, optimizer, rng) -> State:
@@ -212,6 +210,7 @@ def train(config, workdir: str, *, data_dir: str | None = None) -> dict:
 
   # --- the loop ---
   train_step = jit_train_step(model_def, config, optimizer, mesh, state)
+  lr_schedule = learning_rate_schedule(config)
   sigterm = _Sigterm()
   pending: list[tuple[int, dict, int]] = []
   last_metrics: dict = {}
@@ -234,7 +233,7 @@ def train(config, workdir: str, *, data_dir: str | None = None) -> dict:
     steps_per_sec = (pending[-1][0] - tick_step) / max(now - tick, 1e-9)
     tick, tick_step = now, pending[-1][0]
     last_metrics["steps_per_sec"] = steps_per_sec
-    last_metrics["learning_rate"] = float(learning_rate(config, pending[-1][0] - 1))
+    last_metrics["learning_rate"] = float(lr_schedule(pending[-1][0] - 1))
     log.write(last_metrics)
     progress.set_postfix(loss=f"{last_metrics['loss']:.4f}")
     pending.clear()

@@ -7,7 +7,6 @@ import textwrap
 import jax
 import numpy as np
 
-from tests.conftest import REPO
 from tests.parallel import multihost_case
 from tests.parallel.test_distributed import launch_two
 

@@ -3,7 +3,6 @@ parameters) and the sampler, with mesh.chunk = 8, 4 and 2 over 8 simulated CPU d
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from vin_jax import sampling

@@ -1,6 +1,8 @@
 """Autoencoders behind one interface: encode(pixels) -> latents, decode(latents) -> pixels."""
 from vin_jax.autoencoder.patch import PatchAutoencoder, to_uint8
 
+__all__ = ["PatchAutoencoder", "make_autoencoder", "to_uint8"]
+
 
 def make_autoencoder(config):
   ae = config.autoencoder
