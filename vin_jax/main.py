@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 COMMANDS = ("data", "train", "sample", "evaluate")
@@ -39,6 +39,8 @@ def main(argv):
   if len(argv) != 2 or argv[1] not in COMMANDS:
     _usage_error(f"give exactly one command out of {COMMANDS}, got {argv[1:]}")
   command = argv[1]
+  if not flags.FLAGS["verbosity"].present:  # Orbax and TFDS log every step at INFO; --verbosity=0 shows them
+    logging.set_verbosity(logging.WARNING)
   if command == "evaluate":
     from vin_jax.cli import evaluate_command
     evaluate_command(videos=_VIDEOS.value, samples=_SAMPLES.value, out=_OUT.value)
