@@ -8,12 +8,13 @@ analytic table for configs/paper.py itself. Run:
 
 What the paper-shaped model keeps from configs/paper.py: chunks of 20 latent frames, 12 context frames at
 inference, keyframes every 5 latent frames (1.0 s at 16 fps, 16 pixel -> 5 latent frames), spatial patch 2,
-temporal patch 1, 120 text tokens, eps objective, early fusion. What it scales (see `paper_shaped_config`):
-the latent grid 24x40 -> 6x10 (15 instead of 240 tokens per frame), DiT width 1152 -> 64 and depth
-28 -> 4, VIN width 4096 -> 256, 32 -> 8 heads, processor 4 -> 1 block, global tokens 512 -> 32 (the same
-~2 frames' worth of tokens), text width 1152 -> 64, T5 width 4096 -> 256, float32 instead of bfloat16, and
-guidance 1 (no CFG doubling). Tokens per frame over width stays ~0.2, so attention's share of the DiT is
-close to the paper's.
+temporal patch 1, 4 latent channels, 120 precomputed text tokens through a 2-block text encoder, the eps
+objective and early fusion. What it scales (see `paper_shaped_config`): the latent grid 24x40 -> 6x10
+(15 instead of 240 tokens per frame), the DiT 1152 wide x 28 deep with 16 heads -> 64 x 4 with 4 heads,
+the VIN 4096 wide with 32 heads and 4 processor blocks -> 256 with 8 heads and 1 block, global tokens
+512 -> 32 (the same ~2 frames' worth of tokens), text width 1152 -> 64, T5 width 4096 -> 256, bfloat16 ->
+float32, and guidance 7.5 -> 1 (no CFG doubling; the paper table below keeps 7.5, i.e. 2 model rows).
+Tokens per frame over DiT width stays ~0.2, so attention's share of the DiT is close to the paper's.
 """
 from __future__ import annotations
 

@@ -19,11 +19,12 @@ What is counted, in XLA's `HloCostAnalysis` convention (so that the two numbers 
   bias adds, RMS norms, tanh-GELU = 8, SiLU = 4, softmax = 5 per logit (+2 with a key mask that is not a
   compile-time all-true constant), RoPE = 3, AdaLN modulation and gates, residuals, fusion and the
   scheduler update. Transcendentals (exp, tanh, rsqrt, sin) are not FLOPs, as in XLA. These terms are
-  ~10-13% of the total at width 32 and ~2% at the paper's config (its softmax over 8k-token windows);
+  ~11-13% of the total at width 32 and ~1.3% at the paper's config (mostly softmax over 8k-token
+  windows);
   dtype converts (bf16) and per-row scalars are left out.
 Each op is counted once. XLA's number can be higher by a few percent at small shapes, because its fusion
 pass duplicates cheap producers (a bias add feeding an RMS norm, a softmax subtract) into several
-consumers and counts them each time: the model reads 2-4% below XLA at width 32, < 3% at width 64.
+consumers and counts them each time: the model reads 2-4% below XLA at width 32, 0-2.5% at 64-96.
 `xla_sampling_step_cost` compiles one step (`sample_parallel` with num_steps=1, exactly what `generate`
 jits, so the scan body is counted once and exactly) and returns XLA's FLOPs and memory.
 """
