@@ -10,7 +10,6 @@ Overrides: --config.train.steps=100 --config.sampling.fusion=none ... (a misspel
 """
 from __future__ import annotations
 
-import logging as std_logging
 import sys
 import warnings
 
@@ -41,9 +40,8 @@ def main(argv):
   if len(argv) != 2 or argv[1] not in COMMANDS:
     _usage_error(f"give exactly one command out of {COMMANDS}, got {argv[1:]}")
   command = argv[1]
-  if not flags.FLAGS["verbosity"].present:  # Orbax, TFDS and scenedetect log at INFO; --verbosity=0 shows them
+  if not flags.FLAGS["verbosity"].present:  # Orbax and TFDS log at INFO; --verbosity=0 shows them
     logging.set_verbosity(logging.WARNING)
-    std_logging.getLogger("pyscenedetect").setLevel(std_logging.WARNING)
   # imageio-ffmpeg starts ffmpeg with fork+exec, which is safe; Python warns because JAX has threads.
   warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
   if command == "evaluate":

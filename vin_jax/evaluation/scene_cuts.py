@@ -8,12 +8,16 @@ Defaults in scenedetect 0.7.2: adaptive_threshold=3.0, min_scene_len=15 frames, 
 min_content_val=15.0: two cuts closer than 15 frames count once, and a video shorter than about
 2 * window_width + 1 frames cannot show a cut at all.
 """
+import logging
 from fractions import Fraction
 
 import numpy as np
 from scenedetect import AdaptiveDetector, FrameTimecode, SceneManager
 from scenedetect.common import Timecode
 from scenedetect.video_stream import VideoStream
+
+# "Detecting scenes..." at INFO for every video would drown the evaluation's own output.
+logging.getLogger("pyscenedetect").setLevel(logging.WARNING)
 
 # AdaptiveDetector's colour statistics are resolution independent, but smaller frames are upscaled
 # (nearest neighbour, which adds no new colours) so that any size-dependent default (edge kernel) is sane.
