@@ -23,7 +23,7 @@ def test_chunk_losses_send_gradient_into_the_vin():
   model_def = ModelDef(config)
   params = perturbed_params(model_def)
   x0, _, text = random_inputs(config)
-  grads = jax.grad(lambda p: _loss(model_def, config, p, x0, text, jax.random.key(3)))(params)
+  grads = jax.jit(jax.grad(lambda p: _loss(model_def, config, p, x0, text, jax.random.key(3))))(params)
   vin_norm = optax.tree.norm(grads["vin"])
   assert float(vin_norm) > 1e-4
   for name in ("global_init", "cross", "processor", "patch_embed"):
@@ -44,7 +44,7 @@ def test_stop_gradient_isolates_windows_from_their_context():
                                         global_tokens=g)
       return jnp.sum(preds[:, 2, config.chunking.context_frames:] ** 2)
 
-    grad_x = jax.grad(own_loss_of_window_2)(x)
+    grad_x = jax.jit(jax.grad(own_loss_of_window_2))(x)
     into_previous_chunk = float(jnp.abs(grad_x[:, 1]).sum())
     into_own_chunk = float(jnp.abs(grad_x[:, 2]).sum())
     assert into_own_chunk > 0.0
@@ -61,7 +61,7 @@ def test_global_tokens_change_the_prediction():
   x, t, text = random_inputs(config)
   model = model_def.bind(params)
   L = config.chunking.context_frames
-  own, _ = model(x, t, text, context_frames=L)
+  own, _ = jax.jit(lambda x: model(x, t, text, context_frames=L))(x)
   other_video = jax.random.normal(jax.random.key(9), x.shape)
   other_tokens = model.global_tokens(other_video, t, *model.encode_text(text))
   swapped, _ = model(x, t, text, context_frames=L, global_tokens=other_tokens)
@@ -103,5 +103,5 @@ def test_full_mode_is_one_window_over_the_video():
   preds, valid = model_def.bind(params)(x, t, text, context_frames=2)
   assert preds.shape == x.shape and bool(valid.all())
   # Attention spans the whole video: the last chunk's prediction depends on the first chunk.
-  grad = jax.grad(lambda x: jnp.sum(model_def.bind(params)(x, t, text, context_frames=2)[0][:, 2] ** 2))(x)
+  grad = jax.jit(jax.grad(lambda x: jnp.sum(model_def.bind(params)(x, t, text, context_frames=2)[0][:, 2] ** 2)))(x)
   assert float(jnp.abs(grad[:, 0]).sum()) > 0.0
