@@ -105,3 +105,18 @@ def test_full_mode_is_one_window_over_the_video():
   # Attention spans the whole video: the last chunk's prediction depends on the first chunk.
   grad = jax.jit(jax.grad(lambda x: jnp.sum(model_def.bind(params)(x, t, text, context_frames=2)[0][:, 2] ** 2)))(x)
   assert float(jnp.abs(grad[:, 0]).sum()) > 0.0
+
+
+def test_precomputed_text_embeddings_and_the_null_embedding():
+  """T5-style embeddings [B, Lt, E] (zero rows are padding) enter through a projection; dropped rows see
+  only the learned null embedding, whatever the text."""
+  config = test_config(**{"text.encoder": "precomputed", "text.precomputed_dim": 24})
+  model_def = ModelDef(config)
+  params = perturbed_params(model_def)
+  x, t, _ = random_inputs(config, num_chunks=2)
+  emb = jax.random.normal(jax.random.key(3), (2, 7, 24)).at[:, 5:].set(0.0)
+  other = jax.random.normal(jax.random.key(4), (2, 7, 24))
+  run = jax.jit(lambda e, drop: model_def.bind(params)(x, t, e, context_frames=2, drop_text_B=drop)[0])
+  keep, drop = jnp.zeros((2,), bool), jnp.ones((2,), bool)
+  assert float(jnp.abs(run(emb, keep) - run(other, keep)).max()) > 1e-4
+  np.testing.assert_allclose(run(emb, drop), run(other, drop), atol=1e-6)
