@@ -106,9 +106,6 @@ INVALID = [
     ("batch_not_divisible_by_mesh_data", _set(**{"mesh.data": 3}), "data.batch_size"),
     ("batch_not_divisible_by_mesh_fsdp", _set(**{"mesh.fsdp": 16}), "data.batch_size"),
     ("bucket_not_divisible_by_mesh_chunk", _set(**{"mesh.chunk": 2}), "data.bucket_chunks"),
-    ("sampling_chunks_not_divisible_by_mesh_chunk",
-     _set(**{"mesh.chunk": 2, "data.bucket_chunks": (2, 4), "data.bucket_weights": (1.0, 1.0),
-             "sampling.num_chunks": 7}), "sampling.num_chunks"),
     ("video_folder_without_video_dir", _set(**{"data.name": "video_folder"}), "data.video_dir"),
     ("sprite_bigger_than_frame", _set(**{"data.sprite_size": 17}), "data.sprite_size"),
     ("freenoise_stride_longer_than_chunk", _set(**{"sampling.method": "freenoise", "sampling.freenoise_stride": 9}),
@@ -131,6 +128,21 @@ INVALID = [
     ("negative_processor_depth", _set(**{"vin.processor_depth": -1}), "vin.processor_depth"),
     ("negative_sprites", _set(**{"data.num_sprites": -1}), "data.num_sprites"),
 ]
+
+
+def test_sampling_checks_its_own_mesh_constraints():
+  """`sample` needs the videos, not the training buckets, to split over the mesh (and vice versa)."""
+  config = load("tiny")
+  config.mesh.data, config.mesh.chunk = 2, 4        # 1-chunk training buckets cannot split over 4
+  with pytest.raises(config_lib.ConfigError, match="data.bucket_chunks="):
+    config_lib.validate(config, num_devices=8, purpose="train")
+  config_lib.validate(config, num_devices=8, purpose="sample")
+  config.sampling.num_chunks = 6
+  with pytest.raises(config_lib.ConfigError, match="sampling.num_chunks="):
+    config_lib.validate(config, num_devices=8, purpose="sample")
+  config.sampling.num_chunks, config.sampling.num_samples = 8, 3
+  with pytest.raises(config_lib.ConfigError, match="sampling.num_samples="):
+    config_lib.validate(config, num_devices=8, purpose="sample")
 
 
 @pytest.mark.parametrize("mutate,field", [pytest.param(m, f, id=i) for i, m, f in INVALID])

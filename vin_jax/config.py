@@ -92,8 +92,12 @@ def _get(config, dotted: str):
   return node
 
 
-def validate(config, num_devices: int | None = None) -> None:
-  """Raises ConfigError on the first inconsistent setting. Cheap: no JAX computation."""
+def validate(config, num_devices: int | None = None, *, purpose: str = "train") -> None:
+  """Raises ConfigError on the first inconsistent setting. Cheap: no JAX computation.
+
+  `purpose` ("train", "sample", "data", ...) decides which mesh checks apply: the training batch and
+  buckets must split over the mesh only for training, the sampled videos only for sampling.
+  """
 
   def fail(field, msg):
     raise ConfigError(f"{field}={_get(config, field)!r}: {msg}")
@@ -207,17 +211,20 @@ def validate(config, num_devices: int | None = None) -> None:
     fail("sampling.freenoise_stride", f"must be <= chunking.chunk_frames={F}")
 
   # Mesh.
-  if config.data.batch_size % (config.mesh.data * config.mesh.fsdp):
-    fail("data.batch_size", f"must be divisible by mesh.data * mesh.fsdp = {config.mesh.data * config.mesh.fsdp}")
+  batch_devices = config.mesh.data * config.mesh.fsdp
+  if purpose == "train" and config.data.batch_size % batch_devices:
+    fail("data.batch_size", f"must be divisible by mesh.data * mesh.fsdp = {batch_devices}")
+  if purpose == "sample" and config.sampling.num_samples % batch_devices:
+    fail("sampling.num_samples", f"must be divisible by mesh.data * mesh.fsdp = {batch_devices}")
   if num_devices is not None:
     product = config.mesh.data * config.mesh.chunk * config.mesh.fsdp
     if product != num_devices:
       fail("mesh.chunk", f"mesh.data * mesh.chunk * mesh.fsdp = {product} must equal the device count "
            f"{num_devices}")
-  for n in buckets:
+  for n in buckets if purpose == "train" else ():
     if n % config.mesh.chunk:
       fail("data.bucket_chunks", f"bucket of {n} chunks is not divisible by mesh.chunk={config.mesh.chunk}")
-  if s.num_chunks % config.mesh.chunk:
+  if purpose == "sample" and s.num_chunks % config.mesh.chunk:
     fail("sampling.num_chunks", f"must be divisible by mesh.chunk={config.mesh.chunk}")
   if not math.isfinite(config.train.learning_rate):
     fail("train.learning_rate", "must be finite")

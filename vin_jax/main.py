@@ -58,7 +58,7 @@ def main(argv):
   distributed.initialize_from_env()
   import jax
   try:
-    config_lib.validate(config, num_devices=jax.device_count())
+    config_lib.validate(config, num_devices=jax.device_count(), purpose=command)
   except config_lib.ConfigError as e:
     print(f"invalid config: {e}", file=sys.stderr)
     sys.exit(2)

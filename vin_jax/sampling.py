@@ -10,6 +10,7 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from vin_jax import autoencoder as autoencoder_lib
 from vin_jax import checkpointing
@@ -108,6 +109,10 @@ def _generate_sharded(model_def, schedule, settings, params, text, rng, shape, m
   fn = jax.shard_map(per_device, mesh=mesh, in_specs=(mesh_lib.REPLICATED, mesh_lib.ROWS, mesh_lib.REPLICATED),
                      out_specs=mesh_lib.VIDEO)
   replicated = mesh_lib.named(mesh, mesh_lib.REPLICATED)
+  if not isinstance(text, jax.Array):  # host text, the same on every process -> one global array
+    host_text = np.asarray(text)
+    text = jax.make_array_from_callback(host_text.shape, mesh_lib.named(mesh, mesh_lib.ROWS),
+                                       lambda index: host_text[index])
   return jax.jit(fn, in_shardings=(jax.tree.map(lambda _: replicated, params), mesh_lib.named(mesh, mesh_lib.ROWS),
                                    replicated), out_shardings=mesh_lib.named(mesh, mesh_lib.VIDEO))(params, text, rng)
 
