@@ -127,6 +127,9 @@ def run(command, num_processes, devices_per_process, port):
   lock = threading.Lock()
   procs, pumps = [], []
   previous = signal.signal(signal.SIGTERM, _raise_terminated)
+  # Ctrl-C must stop the job even when this launcher inherited SIGINT as ignored (a background job of a
+  # non-interactive shell does): then Python installs no KeyboardInterrupt handler of its own.
+  previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
   grace_seconds = _GRACE_SECONDS_FAILURE
   try:
     for pid in range(num_processes):
@@ -161,6 +164,7 @@ def run(command, num_processes, devices_per_process, port):
   finally:
     _stop(procs, grace_seconds)
     signal.signal(signal.SIGTERM, previous)
+    signal.signal(signal.SIGINT, previous_int)
   for t in pumps:
     t.join(timeout=2.0)
   return exit_code

@@ -8,7 +8,7 @@ from vin_jax.model import ModelDef
 from tests.conftest import REPO
 
 
-def test_config(**overrides):
+def tiny_test_config(**overrides):
   config = config_lib.load_config_file(REPO / "configs" / "tiny.py", "test")
   for dotted, value in overrides.items():
     node = config

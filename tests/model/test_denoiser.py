@@ -10,7 +10,7 @@ from vin_jax.diffusion import loss as loss_lib
 from vin_jax.diffusion.schedules import Schedule
 from vin_jax.model import ModelDef, dit, vin
 
-from tests.model.helpers import perturbed_params, random_inputs, test_config
+from tests.model.helpers import perturbed_params, random_inputs, tiny_test_config
 
 
 def _loss(model_def, config, params, x0, text, rng):
@@ -19,7 +19,7 @@ def _loss(model_def, config, params, x0, text, rng):
 
 
 def test_chunk_losses_send_gradient_into_the_vin():
-  config = test_config()
+  config = tiny_test_config()
   model_def = ModelDef(config)
   params = perturbed_params(model_def)
   x0, _, text = random_inputs(config)
@@ -33,7 +33,7 @@ def test_chunk_losses_send_gradient_into_the_vin():
 def test_stop_gradient_isolates_windows_from_their_context():
   """With stop-gradient on, window i's loss sends nothing into chunk i-1 (global tokens held fixed)."""
   for stop in (True, False):
-    config = test_config(**{"chunking.stop_gradient_context": stop})
+    config = tiny_test_config(**{"chunking.stop_gradient_context": stop})
     model_def = ModelDef(config)
     params = perturbed_params(model_def)
     x, t, text = random_inputs(config)
@@ -55,7 +55,7 @@ def test_stop_gradient_isolates_windows_from_their_context():
 
 
 def test_global_tokens_change_the_prediction():
-  config = test_config()
+  config = tiny_test_config()
   model_def = ModelDef(config)
   params = perturbed_params(model_def)
   x, t, text = random_inputs(config)
@@ -76,7 +76,7 @@ def test_global_tokens_change_the_prediction():
     ({"model.window_mode": "full"}, False),
 ])
 def test_vin_no_global_and_full_train_with_the_same_modules(overrides, has_vin):
-  config = test_config(**overrides)
+  config = tiny_test_config(**overrides)
   model_def = ModelDef(config)
   model = model_def.bind(model_def.init(jax.random.key(0)))
   assert isinstance(model.dit, dit.WindowDiT)
@@ -96,7 +96,7 @@ def test_vin_no_global_and_full_train_with_the_same_modules(overrides, has_vin):
 
 
 def test_full_mode_is_one_window_over_the_video():
-  config = test_config(**{"model.window_mode": "full"})
+  config = tiny_test_config(**{"model.window_mode": "full"})
   model_def = ModelDef(config)
   params = perturbed_params(model_def)
   x, t, text = random_inputs(config, num_chunks=3)
@@ -110,7 +110,7 @@ def test_full_mode_is_one_window_over_the_video():
 def test_precomputed_text_embeddings_and_the_null_embedding():
   """T5-style embeddings [B, Lt, E] (zero rows are padding) enter through a projection; dropped rows see
   only the learned null embedding, whatever the text."""
-  config = test_config(**{"text.encoder": "precomputed", "text.precomputed_dim": 24})
+  config = tiny_test_config(**{"text.encoder": "precomputed", "text.precomputed_dim": 24})
   model_def = ModelDef(config)
   params = perturbed_params(model_def)
   x, t, _ = random_inputs(config, num_chunks=2)

@@ -4,13 +4,13 @@ import numpy as np
 
 from vin_jax import train as train_lib
 
-from tests.model.helpers import test_config
+from tests.model.helpers import tiny_test_config
 
 BATCH, NUM_CHUNKS, STEPS = 4, 4, 2
 
 
 def config(data=1, chunk=1):
-  return test_config(**{"mesh.data": data, "mesh.chunk": chunk, "data.batch_size": BATCH})
+  return tiny_test_config(**{"mesh.data": data, "mesh.chunk": chunk, "data.batch_size": BATCH})
 
 
 def global_batch_numpy(config):

@@ -9,14 +9,14 @@ from vin_jax import sampling
 from vin_jax import train as train_lib
 from vin_jax.parallel import mesh as mesh_lib
 
-from tests.model.helpers import perturbed_params, test_config
+from tests.model.helpers import perturbed_params, tiny_test_config
 
 NUM_CHUNKS, BATCH = 8, 4
 MESHES = [dict(data=1, chunk=8), dict(data=2, chunk=4), dict(data=2, fsdp=2, chunk=2)]
 
 
 def _config(data=1, fsdp=1, chunk=1):
-  config = test_config(**{"mesh.data": data, "mesh.fsdp": fsdp, "mesh.chunk": chunk,
+  config = tiny_test_config(**{"mesh.data": data, "mesh.fsdp": fsdp, "mesh.chunk": chunk,
                           "data.batch_size": BATCH, "sampling.num_chunks": NUM_CHUNKS})
   return config
 
