@@ -46,14 +46,7 @@ def test_tiny_keyframe_stride_and_latent_shape():
 
 def _set(**fields):
   """A mutation of the tiny config: _set(**{"a.b": value})."""
-  def mutate(config):
-    for dotted, value in fields.items():
-      *parents, leaf = dotted.split(".")
-      node = config
-      for p in parents:
-        node = node[p]
-      node[leaf] = value
-  return mutate
+  return lambda config: config_lib.override(config, fields)
 
 
 # (id, mutation of configs/tiny.py, the field the error must name). tiny: F = 8, L = 2, keyframe stride 4,

@@ -92,6 +92,18 @@ def _get(config, dotted: str):
   return node
 
 
+def override(config, fields: dict):
+  """Sets dotted fields in place, e.g. override(config, {"mesh.chunk": 4}); returns the config.
+
+  Like --config.a.b=v on the command line: an unknown field raises, a value of the wrong type too.
+  """
+  for dotted, value in fields.items():
+    *parents, leaf = dotted.split(".")
+    node = _get(config, ".".join(parents)) if parents else config
+    node[leaf] = value
+  return config
+
+
 def validate(config, num_devices: int | None = None, *, purpose: str = "train") -> None:
   """Raises ConfigError on the first inconsistent setting. Cheap: no JAX computation.
 

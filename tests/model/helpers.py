@@ -9,14 +9,7 @@ from tests.conftest import REPO
 
 
 def tiny_test_config(**overrides):
-  config = config_lib.load_config_file(REPO / "configs" / "tiny.py", "test")
-  for dotted, value in overrides.items():
-    node = config
-    *path, last = dotted.split(".")
-    for part in path:
-      node = node[part]
-    node[last] = value
-  return config
+  return config_lib.override(config_lib.load_config_file(REPO / "configs" / "tiny.py", "test"), overrides)
 
 
 def perturbed_params(model_def: ModelDef, seed: int = 0, scale: float = 0.05):
