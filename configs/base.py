@@ -108,6 +108,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.checkpoint_every = 200
   c.train.keep_checkpoints = 2
 
+  # `python -m vin_jax.main ablate` (see vin_jax/ablation.py for the rows).
+  c.ablation = ml_collections.ConfigDict()
+  c.ablation.rows = ""                  # comma-separated row names; empty: every row
+  c.ablation.retrain_keyframes = True   # keyframe rows train their own model (False: sample the VIN model)
+  c.ablation.pin_first_frame = False    # give every row the same clean first frame of a validation video
+
   c.mesh = ml_collections.ConfigDict()
   c.mesh.data = 1
   c.mesh.chunk = 1

@@ -72,9 +72,23 @@ def sample_command(config, workdir: str, *, out: str | None, num_chunks: int | N
     latents = multihost_utils.process_allgather(latents, tiled=True)
   if not main_process:
     return {}
-  latents = np.asarray(latents)
-  frames = np.asarray(sampling.decode_to_uint8(config, latents))
+  info = {
+      "method": method, "num_chunks": num_chunks, "num_samples": num, "seed": seed, "prompts": prompts,
+      "checkpoint_step": step, "workdir": str(workdir), "wall_time_sec": wall, "devices": jax.device_count(),
+      "mesh": dict(mesh.shape),
+  }
+  out_dir = write_sample_dir(config, out, latents, info)
+  print(f"wrote {num} videos of {info['frames_shape'][1]} frames ({num_chunks} chunks, {method}) to {out_dir} "
+        f"in {wall:.1f}s; contact sheet: {out_dir / 'contact_sheet.png'}")
+  return info
 
+
+def write_sample_dir(config, out, latents_BxNxFxhxwxc, info: dict) -> pathlib.Path:
+  """Decodes the latents and writes a sample directory: one mp4 and gif per video, contact_sheet.png,
+  samples.npz (frames uint8 [num, T, H, W, 3], latents) and sample_info.json (`info` plus the sampling
+  settings of `config`), every file atomically. Returns the directory; adds the settings to `info`."""
+  latents = np.asarray(latents_BxNxFxhxwxc)
+  frames = np.asarray(sampling.decode_to_uint8(config, latents))
   out_dir = pathlib.Path(out)
   out_dir.mkdir(parents=True, exist_ok=True)
   fps = config.data.fps
@@ -86,21 +100,17 @@ def sample_command(config, workdir: str, *, out: str | None, num_chunks: int | N
                          scale=SCALE // 2, chunk_frames=chunk_pixels)
   with video_io.atomic_output(out_dir / "samples.npz") as tmp:
     with open(tmp, "wb") as f:
-      np.savez_compressed(f, frames=frames, latents=np.asarray(latents))
-  info = {
-      "method": method, "num_chunks": num_chunks, "num_samples": num, "seed": seed, "prompts": prompts,
-      "checkpoint_step": step, "workdir": str(workdir), "use_ema": bool(config.sampling.use_ema),
-      "num_steps": config.sampling.num_steps, "fusion": config.sampling.fusion, "t_alpha": config.sampling.t_alpha,
+      np.savez_compressed(f, frames=frames, latents=latents)
+  info.update({
+      "use_ema": bool(config.sampling.use_ema), "num_steps": config.sampling.num_steps,
+      "fusion": config.sampling.fusion, "t_alpha": config.sampling.t_alpha,
       "context_frames": config.chunking.inference_context_frames, "guidance_scale": config.sampling.guidance_scale,
       "chunk_latent_frames": config.chunking.chunk_frames, "chunk_pixel_frames": chunk_pixels, "fps": fps,
-      "frames_shape": list(frames.shape), "wall_time_sec": wall, "devices": jax.device_count(),
-      "mesh": dict(mesh.shape),
-  }
+      "frames_shape": list(frames.shape),
+  })
   with video_io.atomic_output(out_dir / "sample_info.json") as tmp:
     pathlib.Path(tmp).write_text(json.dumps(info, indent=2))
-  print(f"wrote {num} videos of {frames.shape[1]} frames ({num_chunks} chunks, {method}) to {out_dir} "
-        f"in {wall:.1f}s; contact sheet: {out_dir / 'contact_sheet.png'}")
-  return info
+  return out_dir
 
 
 def evaluate_command(*, videos: str | None, samples: str | None, out: str | None) -> dict:

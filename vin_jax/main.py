@@ -5,6 +5,7 @@ Commands:
   train     train (or resume) in WORKDIR
   sample    sample long videos from the latest checkpoint in WORKDIR into --out
   evaluate  metrics for --videos='GLOB' (mp4 files) or --samples=OUTDIR, written to --out=FILE.json
+  ablate    the paper's ablation table at small scale in WORKDIR (trains, samples, evaluates; resumable)
 
 Overrides: --config.train.steps=100 --config.sampling.fusion=none ... (a misspelled field fails).
 """
@@ -16,7 +17,7 @@ import warnings
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-COMMANDS = ("data", "train", "sample", "evaluate")
+COMMANDS = ("data", "train", "sample", "evaluate", "ablate")
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/tiny.py[:variant].",
                                           lock_config=True)
@@ -78,6 +79,13 @@ def main(argv):
     from vin_jax.cli import sample_command
     sample_command(config, _WORKDIR.value, out=_OUT.value, num_chunks=_NUM_CHUNKS.value, method=_METHOD.value,
                    seed=_SEED.value, prompt=_PROMPT.value)
+  elif command == "ablate":
+    from vin_jax import ablation
+    try:
+      ablation.run(config, _WORKDIR.value)
+    except config_lib.ConfigError as e:
+      print(f"invalid config: {e}", file=sys.stderr)
+      sys.exit(2)
 
 
 def _parse_flags(argv):

@@ -48,33 +48,46 @@ SHARDABLE_METHODS = ("vin", "no_global")
 
 
 def generate(config, model_def: ModelDef, params, text, rng, *, method: str = "vin", num_chunks: int | None = None,
-             progress: Callable | None = None, jit: bool = True, mesh=None):
+             clean_x0=None, clean_mask=None, progress: Callable | None = None, jit: bool = True, mesh=None):
   """Latent videos [B, N, F, h, w, c] for `text` (byte tokens [B, Lt] or embeddings [B, Lt, E]).
 
   `method` is one of vin | full | no_global | autoregressive | freenoise; all run on `model_def`'s backbone.
+  Latent frames where `clean_mask` [B, N, F] is True are given: held at `clean_x0` [B, N, F, h, w, c]
+  (e.g. a clean first frame; the autoregressive method allows them in the first chunk only).
   With a sharded `mesh`, vin and no_global run with the chunks split over 'chunk' and rows over the batch
-  axes (the other methods have no parallel chunk axis and run unsharded).
+  axes (the other methods have no parallel chunk axis and run unsharded; given frames need no mesh).
   """
   num_chunks = num_chunks or config.sampling.num_chunks
   settings = sampler.SamplerSettings.for_method(config, method)
   schedule = Schedule.from_config(config)
   h, w, c = config_lib.latent_shape(config)
   shape = (text.shape[0], num_chunks, config.chunking.chunk_frames, h, w, c)
+  if (clean_x0 is None) != (clean_mask is None):
+    raise ValueError("give both clean_x0 and clean_mask, or neither")
+  if clean_mask is None:
+    clean_x0, clean_mask = jnp.zeros(shape, jnp.float32), jnp.zeros(shape[:3], bool)
+  elif tuple(clean_mask.shape) != shape[:3] or tuple(clean_x0.shape) != shape:
+    raise ValueError(f"clean_x0 {tuple(clean_x0.shape)} / clean_mask {tuple(clean_mask.shape)} must be "
+                     f"{shape} / {shape[:3]}")
 
   if method == "freenoise":
     noise = _jitted_noise(sampler.freenoise_noise)(rng, shape)
     fn = _compiled(("freenoise", model_def, settings, schedule.key(), progress, jit), lambda: (
-        lambda p, z, tx: sampler.sample_freenoise(model_def.bind(p), schedule, settings, z, tx, progress=progress)))
-    return fn(params, noise, text)
+        lambda p, z, tx, x0, mask: sampler.sample_freenoise(model_def.bind(p), schedule, settings, z, tx, clean_x0=x0,
+                                                            clean_mask_BxNxF=mask, progress=progress)))
+    return fn(params, noise, text, clean_x0, clean_mask)
   if mesh_lib.is_sharded(mesh) and method in SHARDABLE_METHODS:
+    if bool(jnp.any(clean_mask)):
+      raise ValueError("given (clean) frames are not supported by the sharded sampler; sample without a mesh")
     return _generate_sharded(model_def, schedule, settings, params, text, rng, shape, mesh, progress)
   noise = _jitted_noise(sampler.initial_noise)(rng, shape)
   chain = _compiled(("parallel", model_def, settings, schedule.key(), progress, jit), lambda: (
       lambda p, z, tx, x0, mask: sampler.sample_parallel(model_def.bind(p), schedule, settings, z, tx, clean_x0=x0,
                                                          clean_mask_BxNxF=mask, progress=progress)))
   if method == "autoregressive":
-    return sampler.sample_autoregressive(lambda z, tx, x0, mask: chain(params, z, tx, x0, mask), noise, text)
-  return chain(params, noise, text, jnp.zeros_like(noise), jnp.zeros(shape[:3], bool))
+    return sampler.sample_autoregressive(lambda z, tx, x0, mask: chain(params, z, tx, x0, mask), noise, text,
+                                         clean_x0=clean_x0, clean_mask_BxNxF=clean_mask)
+  return chain(params, noise, text, clean_x0, clean_mask)
 
 
 _CACHE: dict = {}

@@ -144,9 +144,9 @@ def generated(config, model_def, params, text, autoregressive_chain):
   """generate() for every method, seed 0, LONG_CHUNKS chunks."""
   original = sampler.sample_autoregressive
 
-  def spy(chain, noise, text):
+  def spy(chain, noise, text, **kwargs):
     autoregressive_chain.append(chain)
-    return original(chain, noise, text)
+    return original(chain, noise, text, **kwargs)
 
   out = {}
   for method in sampler.METHODS:
@@ -300,3 +300,37 @@ def test_freenoise_noise_is_permuted_first_chunk(config):
       assert sorted(match) == list(range(shape[2]))
   # Not all the identity: the rescheduling shuffles.
   assert any(not np.array_equal(noise[:, n], first) for n in range(1, shape[1]))
+
+
+# ----------------------------------------------------------------------------------------------
+# Given (clean) frames: image-to-video and the ablation's pinned first frame, for every method.
+
+def _first_frame_given(config, seed=5):
+  h, w, c = config_lib.latent_shape(config)
+  shape = (len(PROMPTS), LONG_CHUNKS, config.chunking.chunk_frames, h, w, c)
+  frame = 2.0 * jax.random.normal(jax.random.key(seed), (len(PROMPTS), h, w, c))
+  return jnp.zeros(shape).at[:, 0, 0].set(frame), jnp.zeros(shape[:3], bool).at[:, 0, 0].set(True)
+
+
+@pytest.mark.parametrize("method", sampler.METHODS)
+def test_given_first_frame_is_held_and_steers_the_video(config, model_def, params, text, generated, method):
+  clean_x0, clean_mask = _first_frame_given(config)
+  out = np.asarray(sampling.generate(config, model_def, params, text, jax.random.key(0), method=method,
+                                     num_chunks=LONG_CHUNKS, clean_x0=clean_x0, clean_mask=clean_mask))
+  np.testing.assert_array_equal(out[:, 0, 0], np.asarray(clean_x0[:, 0, 0]))
+  # The rest of the first chunk sees the given frame (same noise otherwise), so it changes.
+  assert np.abs(out[:, 0, 1:] - generated[method][:, 0, 1:]).max() > 1e-4
+
+
+def test_autoregressive_refuses_given_frames_after_the_first_chunk(config, model_def, params, text):
+  clean_x0, clean_mask = _first_frame_given(config)
+  with pytest.raises(ValueError, match="first chunk only"):
+    sampling.generate(config, model_def, params, text, jax.random.key(0), method="autoregressive",
+                      num_chunks=LONG_CHUNKS, clean_x0=clean_x0, clean_mask=clean_mask.at[:, 1, 0].set(True))
+
+
+def test_given_frames_need_both_arrays(config, model_def, params, text):
+  clean_x0, _ = _first_frame_given(config)
+  with pytest.raises(ValueError, match="both"):
+    sampling.generate(config, model_def, params, text, jax.random.key(0), num_chunks=LONG_CHUNKS,
+                      clean_x0=clean_x0)

@@ -111,14 +111,21 @@ def initial_noise(rng, shape_BxNxFx___, *, row_offset=0, chunk_offset=0):
   return randomness.chunk_normal(rng, shape_BxNxFx___, row_offset, chunk_offset)
 
 
-def sample_autoregressive(chain: Callable, noise_BxNxFx___, text):
+def sample_autoregressive(chain: Callable, noise_BxNxFx___, text, *, clean_x0=None, clean_mask_BxNxF=None):
   """Chunk after chunk: chunk i is sampled as the second chunk of a 2-chunk video whose first chunk is
   chunk i-1's result, held clean (t = 0); its window context is therefore clean. N sequential chains.
 
   `chain(noise, text, clean_x0, clean_mask)` is a (jitted) `sample_parallel` with fusion 'none'.
+  Frames of the first chunk in `clean_mask` (e.g. a given first frame) are held at `clean_x0`.
   """
   b, n, f = noise_BxNxFx___.shape[:3]
-  first = chain(noise_BxNxFx___[:, :1], text, jnp.zeros_like(noise_BxNxFx___[:, :1]), jnp.zeros((b, 1, f), bool))
+  if clean_mask_BxNxF is None:
+    first_x0, first_mask = jnp.zeros_like(noise_BxNxFx___[:, :1]), jnp.zeros((b, 1, f), bool)
+  else:
+    if bool(jnp.any(clean_mask_BxNxF[:, 1:])):
+      raise ValueError("the autoregressive sampler holds clean frames of the first chunk only")
+    first_x0, first_mask = clean_x0[:, :1], clean_mask_BxNxF[:, :1]
+  first = chain(noise_BxNxFx___[:, :1], text, first_x0, first_mask)
   chunks = [first[:, 0]]
   mask = jnp.zeros((b, 2, f), bool).at[:, 0].set(True)
   for i in range(1, n):
@@ -149,13 +156,20 @@ def freenoise_windows(num_frames: int, window: int, stride: int) -> np.ndarray:
 
 
 def sample_freenoise(model, schedule: Schedule, settings: SamplerSettings, noise_BxNxFx___, text, *,
-                     progress: Callable | None = None):
+                     clean_x0=None, clean_mask_BxNxF=None, progress: Callable | None = None):
   """Training-free long video from a one-chunk model: sliding windows of F frames (stride
   `freenoise_stride`), each denoised on its own (VIN over that window only), predictions averaged
-  per frame, on FreeNoise-rescheduled noise (see `freenoise_noise`)."""
+  per frame, on FreeNoise-rescheduled noise (see `freenoise_noise`). Frames in `clean_mask` are held at
+  `clean_x0` with t = 0, as in `sample_parallel`."""
   b, n, f = noise_BxNxFx___.shape[:3]
   frame_shape = noise_BxNxFx___.shape[3:]
   total = n * f
+  if clean_mask_BxNxF is None:
+    clean_mask_BxNxF = jnp.zeros((b, n, f), bool)
+    clean_x0 = jnp.zeros_like(noise_BxNxFx___)
+  clean_BxT = clean_mask_BxNxF.reshape(b, total)
+  x0_BxTx___ = clean_x0.reshape(b, total, *frame_shape)
+  hold = clean_BxT.reshape(clean_BxT.shape + (1,) * len(frame_shape))
   starts = freenoise_windows(total, f, settings.freenoise_stride)
   index = jnp.asarray(starts[:, None] + np.arange(f)[None])                    # [Nw, F]
   counts = jnp.zeros((total,)).at[index.reshape(-1)].add(1.0)
@@ -164,16 +178,19 @@ def sample_freenoise(model, schedule: Schedule, settings: SamplerSettings, noise
   nw = len(starts)
 
   def body(x_BxTx___, i):
+    x_BxTx___ = jnp.where(hold, x0_BxTx___, x_BxTx___)
     windows = x_BxTx___[:, index]                                              # [B, Nw, F, ...]
     as_videos = windows.reshape(b * nw, 1, f, *frame_shape)
-    t = jnp.full((b * nw, 1, f), ts[i])
+    t_BxT = jnp.where(clean_BxT, 0.0, ts[i])
+    t = t_BxT[:, index].reshape(b * nw, 1, f)
     preds = guided_prediction(model, as_videos, t, jnp.repeat(text, nw, axis=0), one_chunk)
     preds = preds.reshape(b, nw * f, *frame_shape)
     summed = jnp.zeros_like(x_BxTx___).at[:, index.reshape(-1)].add(preds)
     pred = summed / counts.reshape((1, total) + (1,) * len(frame_shape))
     if progress is not None:
       jax.debug.callback(progress, i)
-    return schedule.step(x_BxTx___, pred, ts[i], ts[i + 1]), None
+    x_next = schedule.step(x_BxTx___, pred, t_BxT, jnp.where(clean_BxT, 0.0, ts[i + 1]))
+    return jnp.where(hold, x0_BxTx___, x_next), None
 
   x, _ = jax.lax.scan(body, noise_BxNxFx___.reshape(b, total, *frame_shape), jnp.arange(settings.num_steps))
   return x.reshape(b, n, f, *frame_shape)

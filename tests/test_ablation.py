@@ -1,0 +1,154 @@
+"""The ablation runner: the plan scaled from the config, the paired statistics, and one real end-to-end run on
+configs/micro.py:test that resumes without redoing finished sub-runs."""
+import json
+import math
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from vin_jax import ablation
+from vin_jax import config as config_lib
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def micro(arg=None, **overrides):
+  c = config_lib.load_config_file(REPO / "configs" / "micro.py", arg)
+  return config_lib.override(c, overrides)
+
+
+def test_micro_rows_are_the_papers_rows_scaled_to_half_size():
+  config = micro()
+  rows = {row.name: row for row in ablation.rows(config)}
+  paper_rows = [r for r in rows.values() if r.paper is not None]
+  assert len(paper_rows) == 9  # full model, w/o global, w/o fusion, mid, late, local 8, 10, keyframe 0.5, 0.2
+  # Local 8 / 10 of the paper's 12 -> 4 / 5 of micro's 6 latent frames.
+  assert ablation.row_config(config, rows["local_8"]).chunking.inference_context_frames == 4
+  assert ablation.row_config(config, rows["local_10"]).chunking.inference_context_frames == 5
+  # Keyframes every 1.0 / 0.5 / 0.2 s -> every 5 / 2 / 1 latent frames (paper: 5 / 2.5 / 1).
+  strides = [config_lib.keyframe_stride(ablation.row_config(config, rows[name]))
+             for name in (ablation.REFERENCE_ROW, "keyframe_0.5", "keyframe_0.2")]
+  assert strides == [5, 2, 1]
+  for name in ("no_fusion", "mid_fusion", "late_fusion"):
+    assert ablation.row_config(config, rows[name]).sampling.fusion == name.split("_")[0].replace("no", "none")
+  assert rows["no_global_tokens"].model == "no_global" and rows["full_attention"].model == "full"
+  every_row_valid = [config_lib.validate(ablation.row_config(config, row), 1, purpose="sample") for row in rows.values()]
+  assert len(every_row_valid) == len(rows)
+
+
+def test_keyframe_rows_train_their_own_models_when_asked():
+  assert "keyframe_0.5" not in ablation.models(micro())
+  config = micro(**{"ablation.retrain_keyframes": True})
+  trained = ablation.models(config)
+  assert trained["keyframe_0.2"] == {"chunking.keyframe_seconds": pytest.approx(0.2)}
+  row = {r.name: r for r in ablation.rows(config)}["keyframe_0.2"]
+  assert row.model == "keyframe_0.2" and row.sample_overrides == ()
+
+
+def test_variant_configs_are_copies():
+  config = micro()
+  row = {r.name: r for r in ablation.rows(config)}["no_fusion"]
+  assert ablation.row_config(config, row).sampling.fusion == "none"
+  assert ablation.model_config(config, "no_global").vin.enabled is False
+  assert config.sampling.fusion == "early" and config.vin.enabled is True
+
+
+def test_row_selection_names_the_bad_field_and_keeps_the_reference():
+  with pytest.raises(config_lib.ConfigError, match=r"ablation\.rows.*no_such_row"):
+    ablation.selected_rows(micro(**{"ablation.rows": "no_fusion,no_such_row"}))
+  names = [r.name for r in ablation.selected_rows(micro(**{"ablation.rows": "late_fusion"}))]
+  assert names == [ablation.REFERENCE_ROW, "late_fusion"]
+
+
+def test_paired_difference_and_direction():
+  mean, se, n = ablation.paired_difference([2.0, 3.0, 4.0, math.nan], [1.0, 1.0, 1.0, 1.0])
+  assert (mean, n) == (2.0, 3) and se == pytest.approx(np.std([1, 2, 3], ddof=1) / np.sqrt(3))
+  row = ablation.Row("late_fusion", "Late fusion", "vin", paper=(1.22, 0.74))
+  assert ablation.direction(row, (0.5, 0.1, 16)) == "reproduced"
+  assert ablation.direction(row, (-0.5, 0.1, 16)) == "opposite"
+  assert ablation.direction(row, (0.1, 0.1, 16)) == "within noise"
+  assert ablation.direction(ablation.Row("full_attention", "", "full"), (1.0, 0.1, 16)) == ""
+
+
+def test_markdown_table_sets_the_papers_numbers_beside_ours():
+  results = {
+      ablation.REFERENCE_ROW: {"videos": [{"mawe_dis": 1.0}, {"mawe_dis": 2.0}], "mean": {"mawe_dis": 1.5},
+                               "num_videos": 2},
+      "late_fusion": {"videos": [{"mawe_dis": 3.0}, {"mawe_dis": 4.1}], "mean": {"mawe_dis": 3.55},
+                      "num_videos": 2},
+  }
+  rows = ablation.selected_rows(micro(**{"ablation.rows": "late_fusion"}))
+  summary = ablation.summarize_rows(rows, results)
+  table = ablation.markdown_table(summary).splitlines()
+  assert len(table) == 4 and table[1].count("---") == table[0].count("|") - 1
+  assert "| Late fusion | 1.22 | 0.74 | 3.550 | 2.050 ± 0.050 |" in table[3]
+  assert table[3].endswith("| reproduced |")
+
+
+ROWS = "no_fusion,full_attention,freenoise"
+
+
+def run_ablate(workdir):
+  """`python -m vin_jax.main ablate` on micro:test, on one CPU device (the suite's 8 are for sharding)."""
+  env = {k: v for k, v in os.environ.items() if not k.startswith(("VIN_", "XLA_", "TPU_"))}
+  env["JAX_PLATFORMS"] = "cpu"
+  result = subprocess.run([sys.executable, "-m", "vin_jax.main", "ablate", "--config=configs/micro.py:test",
+                           f"--workdir={workdir}", f"--config.ablation.rows={ROWS}"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return result.stdout
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+  """One real ablation on micro:test: two models (VIN, full), four rows, pinned first frames."""
+  workdir = tmp_path_factory.mktemp("ablation")
+  config = micro("test", **{"ablation.rows": ROWS})
+  stdout = run_ablate(workdir)
+  output = json.loads((workdir / "ablations.json").read_text())
+  return config, workdir, output, stdout
+
+
+def test_run_writes_table_json_and_plots(finished_run):
+  config, workdir, output, logs = finished_run
+  saved = json.loads((workdir / "ablations.json").read_text())
+  assert [r["name"] for r in saved["rows"]] == [ablation.REFERENCE_ROW, "no_fusion", "full_attention", "freenoise"]
+  assert set(saved["models"]) == {"vin", "full"}
+  for model in saved["models"].values():
+    assert model["final_loss"] is not None and math.isfinite(model["final_loss"])
+  for row in saved["rows"]:
+    for key in ("mawe_dis", "scene_cuts", "identity_consistency", "true_color_match"):
+      assert row["mean"][key] is not None, (row["name"], key)
+    assert row["num_videos"] == config.sampling.num_samples
+  table = (workdir / "ablations.md").read_text()
+  assert "| w/o fusion | 1.13 | 1.00 |" in table
+  for name in saved["plots"]:
+    assert (workdir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  info = json.loads((workdir / "rows" / "no_fusion" / "sample_info.json").read_text())
+  assert info["fusion"] == "none" and info["pinned_first_frame"] and len(info["true_colors"]) == 2
+
+
+def test_pinned_first_frame_is_the_validation_videos(finished_run):
+  config, workdir, _, _ = finished_run
+  captions, first, colors = ablation.evaluation_inputs(config, workdir / "data", config.sampling.num_samples)
+  latents = np.load(workdir / "rows" / ablation.REFERENCE_ROW / "samples.npz")["latents"]
+  np.testing.assert_allclose(latents[:, 0, 0], first, atol=1e-6)
+  info = json.loads((workdir / "rows" / ablation.REFERENCE_ROW / "sample_info.json").read_text())
+  assert info["prompts"] == captions and info["true_colors"] == colors
+
+
+def test_rerun_skips_finished_sub_runs_and_redoes_a_missing_row(finished_run):
+  config, workdir, output, _ = finished_run
+  (workdir / "rows" / "freenoise" / "metrics.json").unlink()
+  (workdir / "rows" / "freenoise" / "sample_00.mp4").unlink()
+  text = run_ablate(workdir)
+  again = json.loads((workdir / "ablations.json").read_text())
+  assert "[model vin] already trained" in text and "[model full] already trained" in text
+  assert "[row no_fusion] already evaluated" in text and "[row freenoise] sampling" in text
+  before = {r["name"]: r["mean"] for r in output["rows"]}
+  after = {r["name"]: r["mean"] for r in again["rows"]}
+  assert after == before  # deterministic: the redone row gives the same numbers
