@@ -152,3 +152,15 @@ def test_rerun_skips_finished_sub_runs_and_redoes_a_missing_row(finished_run):
   before = {r["name"]: r["mean"] for r in output["rows"]}
   after = {r["name"]: r["mean"] for r in again["rows"]}
   assert after == before  # deterministic: the redone row gives the same numbers
+
+
+def test_cli_rejects_an_unknown_row_before_writing_anything(tmp_path):
+  env = {k: v for k, v in os.environ.items() if not k.startswith(("VIN_", "XLA_", "TPU_"))}
+  env["JAX_PLATFORMS"] = "cpu"
+  workdir = tmp_path / "never"
+  result = subprocess.run([sys.executable, "-m", "vin_jax.main", "ablate", "--config=configs/micro.py:test",
+                           f"--workdir={workdir}", "--config.ablation.rows=no_fusion,bogus"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+  assert result.returncode == 2 and "Traceback" not in result.stderr
+  assert "ablation.rows" in result.stderr and "bogus" in result.stderr
+  assert not workdir.exists()

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-COMMANDS = ("data", "train", "sample", "evaluate")
+COMMANDS = ("data", "train", "sample", "evaluate", "ablate")
 
 
 def run_cli(*args, timeout=120):

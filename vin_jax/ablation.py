@@ -369,14 +369,14 @@ def run(config, workdir: str, log=print) -> dict:
   from vin_jax.data import builder
   from vin_jax.evaluation import report
 
-  workdir_path = pathlib.Path(workdir)
-  workdir_path.mkdir(parents=True, exist_ok=True)
   selected = selected_rows(config)
   needed = list(dict.fromkeys(row.model for row in selected))
-  for name in needed:  # every variant must be a valid config before anything compiles
+  for name in needed:  # every variant must be a valid config before anything compiles or is written
     config_lib.validate(model_config(config, name), num_devices=jax.device_count())
   for row in selected:
     config_lib.validate(row_config(config, row), num_devices=jax.device_count(), purpose="sample")
+  workdir_path = pathlib.Path(workdir)
+  workdir_path.mkdir(parents=True, exist_ok=True)
   log(f"ablation in {workdir}: {len(needed)} model(s) {needed}, {len(selected)} row(s) "
       f"{[row.name for row in selected]}")
   start = time.time()
