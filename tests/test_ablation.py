@@ -164,3 +164,12 @@ def test_cli_rejects_an_unknown_row_before_writing_anything(tmp_path):
   assert result.returncode == 2 and "Traceback" not in result.stderr
   assert "ablation.rows" in result.stderr and "bogus" in result.stderr
   assert not workdir.exists()
+
+
+def test_a_model_stopped_by_sigterm_stops_the_ablation(tmp_path, monkeypatch):
+  # train() returns early after SIGTERM (having saved a checkpoint); the ablation must not go on to the next
+  # sub-run as if the model were trained.
+  from vin_jax import train as train_lib
+  monkeypatch.setattr(train_lib, "train", lambda config, workdir, data_dir=None: {})
+  with pytest.raises(ablation.Interrupted, match="model vin stopped"):
+    ablation.train_model(micro("test"), "vin", tmp_path, tmp_path / "data", log=lambda message: None)

@@ -52,6 +52,10 @@ class Row:
 REFERENCE_ROW = "full_model"
 
 
+class Interrupted(Exception):
+  """A sub-run stopped early (SIGTERM saved its checkpoint); the ablation stops so it can be resumed."""
+
+
 def models(config) -> dict[str, dict]:
   """Trained variants: name -> dotted config overrides for training."""
   base_ts = config.chunking.keyframe_seconds
@@ -157,6 +161,10 @@ def train_model(config, name: str, workdir: pathlib.Path, data_dir: pathlib.Path
     start = time.time()
     train_lib.train(cfg, str(model_dir), data_dir=str(data_dir))
     wall = time.time() - start
+    reached = _finished_step(model_dir)
+    if reached is None or reached < steps:  # SIGTERM: train saved and returned; stop the whole ablation
+      raise Interrupted(f"model {name} stopped at step {reached} of {steps} (SIGTERM); re-run the same "
+                        f"command to resume")
   else:
     log(f"[model {name}] already trained to step {done}: skipped")
   last = _last_logged(model_dir)

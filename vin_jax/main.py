@@ -86,6 +86,8 @@ def main(argv):
     except config_lib.ConfigError as e:
       print(f"invalid config: {e}", file=sys.stderr)
       sys.exit(2)
+    except ablation.Interrupted as e:
+      print(f"ablation interrupted: {e}", flush=True)
 
 
 def _parse_flags(argv):
