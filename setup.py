@@ -35,7 +35,8 @@ setup(
     packages=find_packages(include=["vin_jax", "vin_jax.*"]),
     install_requires=INSTALL_REQUIRES,
     extras_require={
-        "test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "chex==0.1.92", "nbmake==1.5.5", "ipykernel==7.4.0"],
+        "test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "chex==0.1.92", "nbmake==1.5.5", "ipykernel==7.4.0",
+                 "nbformat==5.11.1", "nbclient==0.11.0"],
         "export": ["orbax-export", "tensorflow-cpu"],
     },
 )
