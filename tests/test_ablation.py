@@ -134,7 +134,9 @@ def test_run_writes_table_json_and_plots(finished_run):
 
 def test_pinned_first_frame_is_the_validation_videos(finished_run):
   config, workdir, _, _ = finished_run
-  captions, first, colors = ablation.evaluation_inputs(config, workdir / "data", config.sampling.num_samples)
+  from vin_jax import sampling
+  captions, first, colors = sampling.validation_inputs(config, workdir / "data", config.sampling.num_samples,
+                                                       first_frame=True)
   latents = np.load(workdir / "rows" / ablation.REFERENCE_ROW / "samples.npz")["latents"]
   np.testing.assert_allclose(latents[:, 0, 0], first, atol=1e-6)
   info = json.loads((workdir / "rows" / ablation.REFERENCE_ROW / "sample_info.json").read_text())
@@ -173,3 +175,24 @@ def test_a_model_stopped_by_sigterm_stops_the_ablation(tmp_path, monkeypatch):
   monkeypatch.setattr(train_lib, "train", lambda config, workdir, data_dir=None: {})
   with pytest.raises(ablation.Interrupted, match="model vin stopped"):
     ablation.train_model(micro("test"), "vin", tmp_path, tmp_path / "data", log=lambda message: None)
+
+
+def test_sample_cli_gives_the_validation_first_frame(finished_run, tmp_path):
+  """`sample --first_frame` on a model the ablation trained: image-to-video from the validation videos."""
+  from vin_jax import sampling
+  config, workdir, _, _ = finished_run
+  env = {k: v for k, v in os.environ.items() if not k.startswith(("VIN_", "XLA_", "TPU_"))}
+  env["JAX_PLATFORMS"] = "cpu"
+  out = tmp_path / "samples"
+  result = subprocess.run([sys.executable, "-m", "vin_jax.main", "sample", "--config=configs/micro.py:test",
+                           f"--workdir={workdir / 'models' / 'vin'}", f"--config.data.data_dir={workdir / 'data'}",
+                           f"--out={out}", "--first_frame"], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  info = json.loads((out / "sample_info.json").read_text())
+  captions, first, colors = sampling.validation_inputs(config, workdir / "data", config.sampling.num_samples,
+                                                       first_frame=True)
+  assert info["first_frame_given"] and info["prompts"] == captions and info["true_colors"] == colors
+  latents = np.load(out / "samples.npz")["latents"]
+  np.testing.assert_allclose(latents[:, 0, 0], first, atol=1e-6)
+  assert (out / "sample_00.mp4").stat().st_size > 0 and (out / "contact_sheet.png").exists()

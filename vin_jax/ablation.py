@@ -172,33 +172,9 @@ def train_model(config, name: str, workdir: pathlib.Path, data_dir: pathlib.Path
           "final_loss": last.get("loss"), "train_wall_sec_this_run": wall}
 
 
-def evaluation_inputs(config, data_dir: pathlib.Path, num: int):
-  """Prompts, pinned first frames and true colours of the first `num` validation videos.
-
-  Returns (captions [num], first latent frames [num, h, w, c] or None, true colour names [num] or None).
-  """
-  from vin_jax import autoencoder as autoencoder_lib
-  from vin_jax.data import builder
-  from vin_jax.data.sprites import COLOR_NAMES
-  source = builder.data_source(config, str(data_dir), "validation")
-  examples = [source[i % len(source)] for i in range(num)]
-  captions = [e["caption"].decode() if isinstance(e["caption"], bytes) else str(e["caption"]) for e in examples]
-  true_colors = None
-  if config.data.name == "sprites":
-    true_colors = [[COLOR_NAMES[int(c)] for c in np.asarray(e["colors"])] for e in examples]
-  first = None
-  if config.ablation.pin_first_frame:
-    ae = autoencoder_lib.make_autoencoder(config)
-    t = int(round(config.autoencoder.temporal_factor))
-    pixels = np.stack([np.asarray(e["frames"][:t]) for e in examples]).astype(np.float32) / 127.5 - 1.0
-    first = np.asarray(ae.encode(pixels))[:, 0]  # [num, h, w, c]
-  return captions, first, true_colors
-
-
 def sample_row(config, row: Row, workdir: pathlib.Path, inputs, log) -> dict:
   """Samples and evaluates one row (skipped if its metrics.json exists). Returns its metrics result."""
   import jax
-  import jax.numpy as jnp
   from vin_jax import cli, sampling
   from vin_jax.evaluation import report
   from vin_jax.text import tokenizer
@@ -216,10 +192,7 @@ def sample_row(config, row: Row, workdir: pathlib.Path, inputs, log) -> dict:
   model_def, params, step = sampling.load_params(cfg, workdir / "models" / row.model, use_ema=cfg.sampling.use_ema)
   clean_x0 = clean_mask = None
   if first is not None:
-    h, w, c = config_lib.latent_shape(cfg)
-    shape = (len(captions), num_chunks, cfg.chunking.chunk_frames, h, w, c)
-    clean_x0 = jnp.zeros(shape, jnp.float32).at[:, 0, 0].set(jnp.asarray(first))
-    clean_mask = jnp.zeros(shape[:3], bool).at[:, 0, 0].set(True)
+    clean_x0, clean_mask = sampling.first_frame_condition(cfg, first, num_chunks)
   log(f"[row {row.name}] sampling {len(captions)} videos of {num_chunks} chunks ({row.method}, model {row.model})")
   start = time.time()
   latents = sampling.generate(cfg, model_def, params, text, jax.random.key(cfg.seed), method=row.method,
@@ -391,7 +364,9 @@ def run(config, workdir: str, log=print) -> dict:
   data_dir = workdir_path / "data"
   builder.build_dataset(config, str(data_dir))
   trained = {name: train_model(config, name, workdir_path, data_dir, log) for name in needed}
-  inputs = evaluation_inputs(config, data_dir, config.sampling.num_samples)
+  from vin_jax import sampling
+  inputs = sampling.validation_inputs(config, data_dir, config.sampling.num_samples,
+                                      first_frame=config.ablation.pin_first_frame)
   results = {}
   for row in selected:
     results[row.name] = sample_row(config, row, workdir_path, inputs, log)

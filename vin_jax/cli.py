@@ -19,23 +19,14 @@ from vin_jax.text import tokenizer
 SCALE = 8  # nearest-neighbour upscaling of the tiny videos for viewing
 
 
-def default_prompts(config, workdir: str, num: int) -> list[str]:
-  """The first `num` captions of the validation split (the data set is built if needed)."""
-  from vin_jax.data import builder
-  data_dir = config_lib.resolve_data_dir(config, workdir)
-  builder.build_dataset(config, data_dir)
-  source = builder.data_source(config, data_dir, "validation")
-  captions = []
-  for i in range(num):
-    caption = source[i % len(source)]["caption"]
-    captions.append(caption.decode() if isinstance(caption, bytes) else str(caption))
-  return captions
-
-
 def sample_command(config, workdir: str, *, out: str | None, num_chunks: int | None, method: str | None,
-                   seed: int, prompt: str | None) -> dict:
+                   seed: int, prompt: str | None, first_frame: bool = False) -> dict:
   """Samples `sampling.num_samples` videos and writes mp4/gif per sample, a contact sheet, samples.npz and
-  sample_info.json into `out`. Returns the info dict."""
+  sample_info.json into `out`. Returns the info dict.
+
+  Without `prompt` the prompts are the validation split's first captions; with `first_frame` each video
+  also gets that validation video's first frame, given clean (image-to-video).
+  """
   if not out:
     print("error: sample needs --out=OUTDIR", file=sys.stderr)
     sys.exit(2)
@@ -43,13 +34,23 @@ def sample_command(config, workdir: str, *, out: str | None, num_chunks: int | N
   num_chunks = num_chunks or config.sampling.num_chunks
   if num_chunks % config.mesh.chunk:
     raise config_lib.ConfigError(f"num_chunks={num_chunks} must be divisible by mesh.chunk={config.mesh.chunk}")
-  num = config.sampling.num_samples
-  prompt = prompt if prompt is not None else (config.sampling.prompt or None)
-  prompts = [prompt] * num if prompt is not None else default_prompts(config, workdir, num)
-  text = tokenizer.tokenize(prompts, config.text.max_length)
-
   mesh = mesh_lib.make_mesh(config)
   sharded = mesh_lib.is_sharded(mesh)
+  if first_frame and sharded:
+    print("error: --first_frame runs on one device; sample without a sharded mesh", file=sys.stderr)
+    sys.exit(2)
+  num = config.sampling.num_samples
+  prompt = prompt if prompt is not None else (config.sampling.prompt or None)
+  true_colors = first = None
+  if prompt is None or first_frame:
+    captions, first, true_colors = sampling.validation_inputs(config, config_lib.resolve_data_dir(config, workdir),
+                                                              num, first_frame=first_frame)
+  prompts = [prompt] * num if prompt is not None else captions
+  text = tokenizer.tokenize(prompts, config.text.max_length)
+  clean_x0 = clean_mask = None
+  if first is not None:
+    clean_x0, clean_mask = sampling.first_frame_condition(config, first, num_chunks)
+
   model_def, params, step = sampling.load_params(config, workdir, use_ema=config.sampling.use_ema,
                                                  mesh=mesh if sharded else None)
   steps_total = config.sampling.num_steps * (num_chunks if method == "autoregressive" else 1)
@@ -63,7 +64,8 @@ def sample_command(config, workdir: str, *, out: str | None, num_chunks: int | N
 
   start = time.time()
   latents = sampling.generate(config, model_def, params, text, jax.random.key(seed), method=method,
-                              num_chunks=num_chunks, progress=progress, mesh=mesh)
+                              num_chunks=num_chunks, clean_x0=clean_x0, clean_mask=clean_mask, progress=progress,
+                              mesh=mesh)
   latents = jax.block_until_ready(latents)
   wall = time.time() - start
   bar.close()
@@ -75,8 +77,11 @@ def sample_command(config, workdir: str, *, out: str | None, num_chunks: int | N
   info = {
       "method": method, "num_chunks": num_chunks, "num_samples": num, "seed": seed, "prompts": prompts,
       "checkpoint_step": step, "workdir": str(workdir), "wall_time_sec": wall, "devices": jax.device_count(),
-      "mesh": dict(mesh.shape),
+      "mesh": dict(mesh.shape), "first_frame_given": first is not None,
   }
+  if true_colors is not None and prompt is None and (first is not None or config.data.caption_detail == 2):
+    # the videos' true colours are known to the sampler: given in the first frame or named in the caption
+    info["true_colors"] = true_colors
   out_dir = write_sample_dir(config, out, latents, info)
   print(f"wrote {num} videos of {info['frames_shape'][1]} frames ({num_chunks} chunks, {method}) to {out_dir} "
         f"in {wall:.1f}s; contact sheet: {out_dir / 'contact_sheet.png'}")

@@ -28,6 +28,8 @@ _METHOD = flags.DEFINE_enum("method", None, ["vin", "full", "autoregressive", "n
                             "sample: method (default sampling.method).")
 _SEED = flags.DEFINE_integer("seed", 0, "sample: seed of the initial noise.")
 _PROMPT = flags.DEFINE_string("prompt", None, "sample: caption (default: the data set's first captions).")
+_FIRST_FRAME = flags.DEFINE_boolean("first_frame", False, "sample: give each video the first frame of the "
+                                    "validation video whose caption it uses (image-to-video).")
 _VIDEOS = flags.DEFINE_string("videos", None, "evaluate: a glob of mp4 files.")
 _SAMPLES = flags.DEFINE_string("samples", None, "evaluate: a sample output directory (samples.npz).")
 
@@ -78,7 +80,7 @@ def main(argv):
   elif command == "sample":
     from vin_jax.cli import sample_command
     sample_command(config, _WORKDIR.value, out=_OUT.value, num_chunks=_NUM_CHUNKS.value, method=_METHOD.value,
-                   seed=_SEED.value, prompt=_PROMPT.value)
+                   seed=_SEED.value, prompt=_PROMPT.value, first_frame=_FIRST_FRAME.value)
   elif command == "ablate":
     from vin_jax import ablation
     try:

@@ -130,6 +130,38 @@ def _generate_sharded(model_def, schedule, settings, params, text, rng, shape, m
                                    replicated), out_shardings=mesh_lib.named(mesh, mesh_lib.VIDEO))(params, text, rng)
 
 
+def validation_inputs(config, data_dir, num: int, *, first_frame: bool = False):
+  """Prompts (and what else is known) of the first `num` validation videos; the data set is built if needed.
+
+  Returns (captions [num], first latent frames [num, h, w, c] if `first_frame` else None, true colour names
+  per video [num][sprites] for the sprite data set else None). Videos repeat if the split is smaller.
+  """
+  from vin_jax.data import builder
+  from vin_jax.data.sprites import COLOR_NAMES
+  builder.build_dataset(config, str(data_dir))
+  source = builder.data_source(config, str(data_dir), "validation")
+  examples = [source[i % len(source)] for i in range(num)]
+  captions = [e["caption"].decode() if isinstance(e["caption"], bytes) else str(e["caption"]) for e in examples]
+  true_colors = None
+  if config.data.name == "sprites":
+    true_colors = [[COLOR_NAMES[int(c)] for c in np.asarray(e["colors"])] for e in examples]
+  first = None
+  if first_frame:
+    ae = autoencoder_lib.make_autoencoder(config)
+    t = int(round(config.autoencoder.temporal_factor))
+    pixels = np.stack([np.asarray(e["frames"][:t]) for e in examples]).astype(np.float32) / 127.5 - 1.0
+    first = np.asarray(ae.encode(pixels))[:, 0]
+  return captions, first, true_colors
+
+
+def first_frame_condition(config, first_BxHxWxC, num_chunks: int):
+  """(clean_x0 [B, N, F, h, w, c], clean_mask [B, N, F]) that give `generate` the first latent frame."""
+  b = first_BxHxWxC.shape[0]
+  shape = (b, num_chunks, config.chunking.chunk_frames) + tuple(config_lib.latent_shape(config))
+  clean_x0 = jnp.zeros(shape, jnp.float32).at[:, 0, 0].set(jnp.asarray(first_BxHxWxC, jnp.float32))
+  return clean_x0, jnp.zeros(shape[:3], bool).at[:, 0, 0].set(True)
+
+
 def decode_to_uint8(config, latents_BxNxFxhxwxc):
   """Chunk-major latents -> uint8 frames [B, T, H, W, 3]."""
   ae = autoencoder_lib.make_autoencoder(config)
