@@ -145,12 +145,14 @@ def test_pinned_first_frame_is_the_validation_videos(finished_run):
 
 def test_rerun_skips_finished_sub_runs_and_redoes_a_missing_row(finished_run):
   config, workdir, output, _ = finished_run
-  (workdir / "rows" / "freenoise" / "metrics.json").unlink()
-  (workdir / "rows" / "freenoise" / "sample_00.mp4").unlink()
+  for name in ("metrics.json", "sample_info.json", "sample_00.mp4"):  # an interrupted sampling
+    (workdir / "rows" / "freenoise" / name).unlink()
+  (workdir / "rows" / "full_attention" / "metrics.json").unlink()  # an interrupted evaluation
   text = run_ablate(workdir)
   again = json.loads((workdir / "ablations.json").read_text())
   assert "[model vin] already trained" in text and "[model full] already trained" in text
   assert "[row no_fusion] already evaluated" in text and "[row freenoise] sampling" in text
+  assert "[row full_attention] already sampled: evaluating" in text
   before = {r["name"]: r["mean"] for r in output["rows"]}
   after = {r["name"]: r["mean"] for r in again["rows"]}
   assert after == before  # deterministic: the redone row gives the same numbers

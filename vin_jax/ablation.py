@@ -176,7 +176,6 @@ def sample_row(config, row: Row, workdir: pathlib.Path, inputs, log) -> dict:
   """Samples and evaluates one row (skipped if its metrics.json exists). Returns its metrics result."""
   import jax
   from vin_jax import cli, sampling
-  from vin_jax.evaluation import report
   from vin_jax.text import tokenizer
 
   out_dir = workdir / "rows" / row.name
@@ -184,6 +183,10 @@ def sample_row(config, row: Row, workdir: pathlib.Path, inputs, log) -> dict:
   if metrics_path.exists():
     log(f"[row {row.name}] already evaluated: skipped")
     return json.loads(metrics_path.read_text())
+  info_path = out_dir / "sample_info.json"  # written last by write_sample_dir: the samples are complete
+  if info_path.exists():
+    log(f"[row {row.name}] already sampled: evaluating")
+    return _evaluate_row(out_dir, json.loads(info_path.read_text()))
   cfg = row_config(config, row)
   config_lib.validate(cfg, num_devices=jax.device_count(), purpose="sample")
   captions, first, true_colors = inputs
@@ -206,10 +209,15 @@ def sample_row(config, row: Row, workdir: pathlib.Path, inputs, log) -> dict:
   if true_colors is not None:
     info["true_colors"] = true_colors
   cli.write_sample_dir(cfg, out_dir, latents, info)
+  return _evaluate_row(out_dir, info)
+
+
+def _evaluate_row(out_dir: pathlib.Path, info: dict) -> dict:
+  from vin_jax.evaluation import report
   result = report.evaluate_samples_dir(str(out_dir))
   result["info"] = info
-  report.write_json_atomic(metrics_path, result)  # written last: its presence marks the row done
-  return json.loads(metrics_path.read_text())
+  report.write_json_atomic(out_dir / "metrics.json", result)  # written last: its presence marks the row done
+  return json.loads((out_dir / "metrics.json").read_text())
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -221,6 +229,7 @@ TABLE_METRICS = (  # key, column title, higher is better
     ("identity_consistency", "identity", True),
     ("true_color_match", "true colour", True),
     ("frame_diff_boundary_ratio", "seam ratio", False),
+    ("sprite_area_last_over_first", "area last/first", True),
 )
 
 
@@ -284,7 +293,7 @@ def _fmt(value, digits=2):
 def markdown_table(summary: list[dict]) -> str:
   """The ablation table: paper numbers beside ours, with the paired MAWE-DIS difference to the full model."""
   head = ("| row | paper MAWE | paper cuts | MAWE-DIS | Δ MAWE-DIS vs full (± SE) | scene cuts | identity "
-          "| true colour | seam ratio | paper's direction |")
+          "| true colour | seam ratio | area last/first | paper's direction |")
   lines = [head, "|" + "---|" * (head.count("|") - 1)]
   for e in summary:
     paper = e["paper"] or {}
@@ -294,7 +303,8 @@ def markdown_table(summary: list[dict]) -> str:
     lines.append(f"| {e['label']} | {_fmt(paper.get('mawe'))} | {_fmt(paper.get('scene_cuts'))} | "
                  f"{_fmt(m.get('mawe_dis'), 3)} | {delta} | {_fmt(m.get('scene_cuts'))} | "
                  f"{_fmt(m.get('identity_consistency'))} | {_fmt(m.get('true_color_match'))} | "
-                 f"{_fmt(m.get('frame_diff_boundary_ratio'))} | {e['paper_direction_mawe']} |")
+                 f"{_fmt(m.get('frame_diff_boundary_ratio'))} | {_fmt(m.get('sprite_area_last_over_first'))} | "
+                 f"{e['paper_direction_mawe']} |")
   return "\n".join(lines) + "\n"
 
 

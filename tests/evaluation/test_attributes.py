@@ -21,6 +21,17 @@ def test_kept_colour_vs_colour_change(make_sprite_video):
   assert kept["half_chunk_agreement"] == changed["half_chunk_agreement"] == 1.0
 
 
+def test_sprite_area_per_chunk_sees_a_fading_sprite(make_sprite_video):
+  steady = attributes.attribute_consistency(make_sprite_video(lambda t: "red"), 8)
+  video = make_sprite_video(lambda t: "red").astype(np.float32)
+  background = video[:, :1, :1]  # the corner pixel is background in every frame
+  fade = np.where(np.arange(len(video)) < 16, 1.0, 0.0)[:, None, None, None]  # gone after two chunks
+  faded = attributes.attribute_consistency((background + fade * (video - background)).astype(np.uint8), 8)
+  assert steady["sprite_area_last_over_first"] == pytest.approx(1.0, abs=0.05)
+  assert min(steady["chunk_sprite_area"]) > 0
+  assert faded["chunk_sprite_area"][2:] == [0.0, 0.0] and faded["sprite_area_last_over_first"] == 0.0
+
+
 def test_faint_noisy_sprite_keeps_its_hue(make_sprite_video):
   video = make_sprite_video(lambda t: "magenta", background="navy").astype(np.float32)
   background = np.array(sprites.BACKGROUNDS["navy"], np.float32)

@@ -113,6 +113,8 @@ def attribute_consistency(frames, chunk_frames, true_colors=None):
     color_set_consistency, shape_consistency: as identity_consistency, for colour sets and shapes;
     half_chunk_agreement: fraction of chunks whose two halves have the same dominant colour (stability
       within a chunk);
+    chunk_sprite_area: per chunk, the mean fraction of pixels explained as a sprite colour, and
+      sprite_area_last_over_first: its last chunk / first chunk (sprites fading along the video: < 1);
     with true_colors also true_color_match (fraction of chunks whose dominant colour is a true colour)
       and true_color_set_match (fraction of chunks whose colour set is exactly the true set).
   """
@@ -142,6 +144,7 @@ def attribute_consistency(frames, chunk_frames, true_colors=None):
       half = chunk_frames // 2
       halves.append((_dominant(chunk[:half])[0], _dominant(chunk[half:])[0]))
   first = colours[0]
+  area = (labels >= 0).reshape(num_chunks, -1).mean(axis=1)  # [num_chunks]
   result = {
       "num_chunks": num_chunks,
       "chunk_colors": colours,
@@ -157,6 +160,8 @@ def attribute_consistency(frames, chunk_frames, true_colors=None):
       "shape_consistency": (_agree_fraction([(shapes[0], s) for s in shapes[1:]])
                             if shapes[0] is not None else 0.0),
       "half_chunk_agreement": _agree_fraction(halves) if halves else 1.0,
+      "chunk_sprite_area": [float(a) for a in area],
+      "sprite_area_last_over_first": float(area[-1] / area[0]) if area[0] > 0 else None,
   }
   if true_colors is not None:
     true_colors = _check_true_colors(true_colors)
