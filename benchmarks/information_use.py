@@ -1,0 +1,98 @@
+"""Does a trained model use what it is given? A diagnostic table, one forward pass per cell.
+
+For validation videos noised to time t, the denoiser's x0 error on chunk 0's frames 1.. (the frames a
+given first frame should inform) is measured
+  * with every frame noisy,
+  * with the first latent frame given clean (image-to-video, `diffusion.first_frame_cond_prob`),
+and the error on one middle frame with every other frame of the video given clean (an upper bound on what
+attention could recover). Then the first frame is swapped for another video's and the mean change of the
+predictions is printed per chunk: chunk 0 sees the first frame directly, later chunks only through the
+global tokens (and, if it reaches them, the local context).
+
+  python benchmarks/information_use.py --config=configs/micro.py --workdir=runs/ablation/models/vin \
+      --data_dir=runs/ablation/data
+"""
+from __future__ import annotations
+
+import argparse
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vin_jax import autoencoder as autoencoder_lib
+from vin_jax import config as config_lib
+from vin_jax import sampling
+from vin_jax import train as train_lib
+from vin_jax.data import builder
+from vin_jax.diffusion.schedules import Schedule
+from vin_jax.model import windows
+from vin_jax.text import tokenizer
+
+
+def x0_hat(model, schedule, x_t, t, text, context_frames):
+  """Window x0 estimates [B, N, L + F, ...] and the window validity."""
+  preds, valid = model(x_t, t, text, context_frames=context_frames)
+  x_win, _ = windows.build_windows(x_t, context_frames)
+  t_win, _ = windows.build_windows(t, context_frames)
+  return schedule.x0_eps(x_win, preds, t_win)[0], preds
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--config", required=True)
+  parser.add_argument("--workdir", required=True)
+  parser.add_argument("--data_dir", default=None, help="default: the config's data dir for WORKDIR")
+  parser.add_argument("--num_videos", type=int, default=16)
+  parser.add_argument("--times", default="0.5,0.8,0.95")
+  args = parser.parse_args()
+
+  path, _, arg = args.config.partition(":")
+  config = config_lib.load_config_file(path, arg or None)
+  data_dir = args.data_dir or config_lib.resolve_data_dir(config, args.workdir)
+  model_def, params, step = sampling.load_params(config, args.workdir)
+  model = model_def.bind(params)
+  schedule = Schedule.from_config(config)
+  source = builder.data_source(config, data_dir, "validation")
+  examples = [source[i % len(source)] for i in range(args.num_videos)]
+  frames = jnp.asarray(np.stack([e["frames"] for e in examples]))
+  captions = [e["caption"].decode() if isinstance(e["caption"], bytes) else str(e["caption"]) for e in examples]
+  text = jnp.asarray(tokenizer.tokenize(captions, config.text.max_length))
+  x0 = train_lib.frames_to_latents(autoencoder_lib.make_autoencoder(config), frames, config.chunking.chunk_frames)
+  L = config.chunking.context_frames
+  f = config.chunking.chunk_frames
+  middle = f // 2
+  noise = jax.random.normal(jax.random.key(1), x0.shape)
+  run = jax.jit(lambda x_t, t: x0_hat(model, schedule, x_t, t, text, L))
+
+  print(f"checkpoint step {step}; {args.num_videos} validation videos of {x0.shape[1]} chunks; x0 error = mean "
+        "squared error of the latent x0 estimate")
+  print(f"{'t':>5} | {'all noisy':>10} | {'frame 0 clean':>13} | {'middle frame, all others clean':>31}")
+  for t in (float(v) for v in args.times.split(",")):
+    t_all = jnp.full(x0.shape[:3], t)
+    t_first = t_all.at[:, 0, 0].set(0.0)
+    errors = []
+    for tt in (t_all, t_first):
+      est, _ = run(schedule.add_noise(x0, noise, tt), tt)
+      errors.append(float(jnp.mean(jnp.square(est[:, 0, L + 1:] - x0[:, 0, 1:]))))
+    t_others = jnp.zeros(x0.shape[:3]).at[:, 0, middle].set(t)
+    est, _ = run(schedule.add_noise(x0, noise, t_others), t_others)
+    clean_others = float(jnp.mean(jnp.square(est[:, 0, L + middle] - x0[:, 0, middle])))
+    est, _ = run(schedule.add_noise(x0, noise, t_all), t_all)
+    middle_noisy = float(jnp.mean(jnp.square(est[:, 0, L + middle] - x0[:, 0, middle])))
+    print(f"{t:5.2f} | {errors[0]:10.3f} | {errors[1]:13.3f} | {clean_others:14.3f} (all noisy {middle_noisy:.3f})")
+
+  t = 0.8
+  tt = jnp.full(x0.shape[:3], t).at[:, 0, 0].set(0.0)
+  x_t = schedule.add_noise(x0, noise, tt)
+  _, base = run(x_t, tt)
+  _, swapped = run(x_t.at[:, 0, 0].set(jnp.roll(x_t[:, 0, 0], 1, axis=0)), tt)
+  change = np.asarray(jnp.abs(base - swapped)[:, :, L:].mean(axis=(0, 2, 3, 4, 5)))
+  scale = float(jnp.abs(base[:, :, L:]).mean())
+  print(f"\nfirst frame swapped for another video's (t = {t}): mean |change| of each chunk's own predictions "
+        f"(prediction scale {scale:.3f})")
+  print("  " + "  ".join(f"chunk {i}: {c:.4f}" for i, c in enumerate(change)))
+
+
+if __name__ == "__main__":
+  main()
