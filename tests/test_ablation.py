@@ -92,10 +92,16 @@ def test_markdown_table_sets_the_papers_numbers_beside_ours():
 ROWS = "no_fusion,full_attention,freenoise"
 
 
-def run_ablate(workdir):
-  """`python -m vin_jax.main ablate` on micro:test, on one CPU device (the suite's 8 are for sharding)."""
+def one_device_env():
+  """The CLI's environment: one CPU device (the suite forces 8 simulated ones for the sharding tests)."""
   env = {k: v for k, v in os.environ.items() if not k.startswith(("VIN_", "XLA_", "TPU_"))}
   env["JAX_PLATFORMS"] = "cpu"
+  return env
+
+
+def run_ablate(workdir):
+  """`python -m vin_jax.main ablate` on micro:test, on one CPU device (the suite's 8 are for sharding)."""
+  env = one_device_env()
   result = subprocess.run([sys.executable, "-m", "vin_jax.main", "ablate", "--config=configs/micro.py:test",
                            f"--workdir={workdir}", f"--config.ablation.rows={ROWS}"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
@@ -159,8 +165,7 @@ def test_rerun_skips_finished_sub_runs_and_redoes_a_missing_row(finished_run):
 
 
 def test_cli_rejects_an_unknown_row_before_writing_anything(tmp_path):
-  env = {k: v for k, v in os.environ.items() if not k.startswith(("VIN_", "XLA_", "TPU_"))}
-  env["JAX_PLATFORMS"] = "cpu"
+  env = one_device_env()
   workdir = tmp_path / "never"
   result = subprocess.run([sys.executable, "-m", "vin_jax.main", "ablate", "--config=configs/micro.py:test",
                            f"--workdir={workdir}", "--config.ablation.rows=no_fusion,bogus"],
@@ -183,8 +188,7 @@ def test_sample_cli_gives_the_validation_first_frame(finished_run, tmp_path):
   """`sample --first_frame` on a model the ablation trained: image-to-video from the validation videos."""
   from vin_jax import sampling
   config, workdir, _, _ = finished_run
-  env = {k: v for k, v in os.environ.items() if not k.startswith(("VIN_", "XLA_", "TPU_"))}
-  env["JAX_PLATFORMS"] = "cpu"
+  env = one_device_env()
   out = tmp_path / "samples"
   result = subprocess.run([sys.executable, "-m", "vin_jax.main", "sample", "--config=configs/micro.py:test",
                            f"--workdir={workdir / 'models' / 'vin'}", f"--config.data.data_dir={workdir / 'data'}",
