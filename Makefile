@@ -33,7 +33,7 @@ demo: install
 	@echo "  $(DEMO_DIR)/samples/metrics.json  and training curve $(DEMO_DIR)/metrics.jsonl"
 
 test: install
-	JAX_PLATFORMS=cpu $(PY) -m pytest tests -q -n $(PYTEST_WORKERS) --durations=15
+	JAX_PLATFORMS=cpu $(PY) -m pytest tests -q -n $(PYTEST_WORKERS) --dist loadgroup --durations=15
 
 clean-demo:
 	rm -rf $(DEMO_DIR)

@@ -14,6 +14,9 @@ from vin_jax import ablation
 from vin_jax import config as config_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+# One xdist worker runs this module (`--dist loadgroup` in the Makefile), so the real ablation run that the
+# module-scoped fixture makes is made once, not once per worker.
+pytestmark = pytest.mark.xdist_group("ablation")
 
 
 def micro(arg=None, **overrides):
