@@ -79,7 +79,7 @@ def rows(config) -> list[Row]:
   for factor, paper, suffix in ((0.5, (1.14, 0.34), "0.5"), (0.2, (1.21, 0.29), "0.2")):
     seconds = base_ts * factor
     keyframe_rows.append(Row(
-        f"keyframe_{suffix}", f"Keyframe {factor:g} x T_s ({seconds:g} s)",
+        f"keyframe_{suffix}", f"Keyframe every {seconds:g} s (T_s x {factor:g})",
         model=f"keyframe_{suffix}" if retrain else "vin",
         sample_overrides=() if retrain else (("chunking.keyframe_seconds", seconds),), paper=paper))
   return [
