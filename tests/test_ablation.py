@@ -14,9 +14,6 @@ from vin_jax import ablation
 from vin_jax import config as config_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-# One xdist worker runs this module (`--dist loadgroup` in the Makefile), so the real ablation run that the
-# module-scoped fixture makes is made once, not once per worker.
-pytestmark = pytest.mark.xdist_group("ablation")
 
 
 def micro(arg=None, **overrides):
@@ -112,7 +109,7 @@ def run_ablate(workdir):
   return result.stdout
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once per xdist worker (pytest 9 breaks xdist's loadgroup; see Makefile)
 def finished_run(tmp_path_factory):
   """One real ablation on micro:test: two models (VIN, full), four rows, pinned first frames."""
   workdir = tmp_path_factory.mktemp("ablation")
