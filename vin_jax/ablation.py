@@ -140,14 +140,6 @@ def _finished_step(workdir: pathlib.Path) -> int | None:
     manager.close()
 
 
-def _last_logged(workdir: pathlib.Path) -> dict:
-  path = workdir / "metrics.jsonl"
-  if not path.exists():
-    return {}
-  lines = [line for line in path.read_text().splitlines() if line.strip()]
-  return json.loads(lines[-1]) if lines else {}
-
-
 def train_model(config, name: str, workdir: pathlib.Path, data_dir: pathlib.Path, log) -> dict:
   """Trains (or resumes, or skips if finished) one variant. Returns a summary dict."""
   from vin_jax import train as train_lib
@@ -167,7 +159,9 @@ def train_model(config, name: str, workdir: pathlib.Path, data_dir: pathlib.Path
                         f"command to resume")
   else:
     log(f"[model {name}] already trained to step {done}: skipped")
-  last = _last_logged(model_dir)
+  from vin_jax import metrics_log
+  records = metrics_log.read(model_dir) if (model_dir / "metrics.jsonl").exists() else []
+  last = records[-1] if records else {}
   return {"name": name, "overrides": models(config)[name], "steps": steps, "workdir": str(model_dir),
           "final_loss": last.get("loss"), "train_wall_sec_this_run": wall}
 
