@@ -60,7 +60,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.diffusion.t_sampling = "default"  # training t: "default" (logit-normal for flow, else uniform) | "uniform" | "logit_normal"
   c.diffusion.logit_normal_mean = 0.0
   c.diffusion.logit_normal_std = 1.0
-  c.diffusion.input_skip = True     # prediction = network + c_skip(t) * x_t (see Schedule.input_skip)
+  # What the network outputs: "target" (the objective's target, plus the input skip below) or "x0" (the
+  # clean latents, turned into the objective's target by Schedule.target_from_x0; the loss is unchanged).
+  c.diffusion.network_output = "target"
+  c.diffusion.x0_min_sigma = 0.05   # "x0": sigma(t) is clamped here when the target is derived
+  c.diffusion.input_skip = True     # "target": prediction = network + c_skip(t) * x_t (see Schedule.input_skip)
   c.diffusion.sigma_data = 1.0      # std of the (normalised) latents, for input_skip
   c.diffusion.context_loss_weight = 1.0
   c.diffusion.first_frame_cond_prob = 0.0   # STIV image conditioning: first latent frame given clean

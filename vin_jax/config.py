@@ -79,6 +79,7 @@ _CHOICES = {
     "diffusion.objective": ("eps", "v", "flow"),
     "diffusion.schedule": ("cosine", "linear"),
     "diffusion.t_sampling": ("default", "uniform", "logit_normal"),
+    "diffusion.network_output": ("target", "x0"),
     "sampling.fusion": ("early", "mid", "late", "none"),
     "sampling.method": ("vin", "full", "autoregressive", "no_global", "freenoise"),
     "data.name": ("sprites", "video_folder"),
@@ -148,6 +149,9 @@ def validate(config, num_devices: int | None = None, *, purpose: str = "train") 
     fail("data.caption_detail", "must be 0 (count only), 1 (+ shapes) or 2 (+ colours)")
   probability("text.drop_prob", "diffusion.first_frame_cond_prob", "diffusion.first_frame_drop_prob",
               "diffusion.clean_context_prob", "train.ema_decay")
+  if config.diffusion.network_output == "x0" and not 0 < config.diffusion.x0_min_sigma < 1:
+    fail("diffusion.x0_min_sigma", "must be in (0, 1): the noise level below which an x0 output's target "
+         "is no longer amplified")
   if config.diffusion.context_loss_weight < 0:
     fail("diffusion.context_loss_weight", "must be >= 0")
   if config.train.warmup_steps < 0 or config.train.warmup_steps > config.train.steps:

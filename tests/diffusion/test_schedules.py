@@ -29,6 +29,30 @@ def test_prediction_of_the_exact_target_recovers_x0_and_noise(objective, schedul
 
 
 @pytest.mark.parametrize("objective,schedule", SCHEDULES)
+def test_target_from_the_true_x0_is_the_target(objective, schedule):
+  # An "x0" network output that is exactly right gives exactly the objective's target (t in [0.05, 0.95]).
+  s = Schedule(objective, schedule)
+  x0, noise, t = draws(2)
+  x_t = s.add_noise(x0, noise, t)
+  min_sigma = 0.9 * float(jnp.min(s.alpha_sigma(t)[1]))   # below every frame's sigma: no clamping
+  np.testing.assert_allclose(s.target_from_x0(x_t, x0, t, min_sigma), s.target(x0, noise, t), atol=1e-3,
+                             rtol=1e-4)
+
+
+def test_target_from_x0_is_finite_at_t_zero_and_flow_is_the_velocity():
+  s = Schedule("flow")
+  x0, noise, _ = draws(3)
+  t = jnp.zeros(SHAPE[:3]).at[:, :, 0].set(0.5)
+  x_t = s.add_noise(x0, noise, t)
+  x0_hat = x0 + 0.1
+  target = s.target_from_x0(x_t, x0_hat, t, min_sigma=0.05)
+  assert np.all(np.isfinite(target))
+  # flow: (x_t - x0_hat) / max(t, min_sigma)
+  np.testing.assert_allclose(target[:, :, 0], (x_t[:, :, 0] - x0_hat[:, :, 0]) / 0.5, atol=1e-5)
+  np.testing.assert_allclose(target[:, :, 1:], (x_t[:, :, 1:] - x0_hat[:, :, 1:]) / 0.05, atol=1e-4)
+
+
+@pytest.mark.parametrize("objective,schedule", SCHEDULES)
 def test_alpha_sigma(objective, schedule):
   s = Schedule(objective, schedule)
   alpha, sigma = s.alpha_sigma(jnp.float32(0.0))

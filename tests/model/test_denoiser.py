@@ -5,10 +5,11 @@ import numpy as np
 import optax
 import pytest
 
+from vin_jax import config as config_lib
 from vin_jax import train as train_lib
 from vin_jax.diffusion import loss as loss_lib
 from vin_jax.diffusion.schedules import Schedule
-from vin_jax.model import ModelDef, dit, vin
+from vin_jax.model import ModelDef, dit, vin, windows
 
 from tests.model.helpers import perturbed_params, random_inputs, tiny_test_config
 
@@ -120,3 +121,29 @@ def test_precomputed_text_embeddings_and_the_null_embedding():
   keep, drop = jnp.zeros((2,), bool), jnp.ones((2,), bool)
   assert float(jnp.abs(run(emb, keep) - run(other, keep)).max()) > 1e-4
   np.testing.assert_allclose(run(emb, drop), run(other, drop), atol=1e-6)
+
+
+def test_x0_output_is_turned_into_the_objectives_target():
+  """network_output="x0": the same network output, read as clean latents and converted by the schedule."""
+  config = tiny_test_config(**{"diffusion.network_output": "x0"})
+  plain = tiny_test_config(**{"diffusion.input_skip": False})
+  params = perturbed_params(ModelDef(config))
+  x, t, text = random_inputs(config)
+  L = config.chunking.context_frames
+  x0_model, target_model = ModelDef(config).bind(params), ModelDef(plain).bind(params)
+  preds, _ = x0_model(x, t, text, context_frames=L)
+  raw, _ = target_model(x, t, text, context_frames=L)       # the same weights without any conversion
+  win, _ = windows.build_windows(x, L)
+  t_win, _ = windows.build_windows(t, L)
+  expected = Schedule.from_config(config).target_from_x0(win, raw, t_win, config.diffusion.x0_min_sigma)
+  np.testing.assert_allclose(preds, expected, atol=1e-5)
+  # A zero-initialised output layer predicts x0 = 0 (the latents' mean): flow target = x_t / t.
+  fresh = ModelDef(config)
+  preds0, _ = fresh.bind(fresh.init(jax.random.key(0)))(x, t, text, context_frames=L)
+  np.testing.assert_allclose(preds0, win / 0.6, rtol=1e-5)
+
+
+def test_unknown_network_output_is_a_config_error():
+  config = tiny_test_config(**{"diffusion.network_output": "eps"})
+  with pytest.raises(config_lib.ConfigError, match="diffusion.network_output"):
+    config_lib.validate(config)

@@ -95,6 +95,18 @@ class Schedule:
     var_data = sigma_data ** 2
     return (a * sigma + b * alpha * var_data) / (alpha ** 2 * var_data + sigma ** 2)
 
+  def target_from_x0(self, x_t, x0_hat, t, min_sigma: float = 0.05):
+    """The objective's target implied by a clean-data estimate (an "x0" network output, as in JiT:
+    Li & He 2025): with eps_hat = (x_t - alpha x0_hat) / sigma, target = a eps_hat + b x0_hat. sigma is
+    clamped at `min_sigma` so t -> 0 stays finite (flow: target = (x_t - x0_hat) / max(t, min_sigma))."""
+    tt = _expand(t, x_t)
+    if self.objective == "flow":
+      return (x_t - x0_hat) / jnp.maximum(tt, min_sigma)
+    alpha, sigma = self.alpha_sigma(tt)
+    a, b = self.target_coefficients(tt)
+    eps_hat = (x_t - alpha * x0_hat) / jnp.maximum(sigma, min_sigma)
+    return a * eps_hat + b * x0_hat
+
   def x0_eps(self, x_t, pred, t):
     """Prediction -> (x0_hat, eps_hat)."""
     tt = _expand(t, x_t)

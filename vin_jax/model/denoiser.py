@@ -21,8 +21,11 @@ class VideoDenoiser(nnx.Module):
     self.vin = vin.VideoInterfaceNetwork(config, rngs=rngs) if use_vin else None
     self.dit = dit.WindowDiT(config, use_global_tokens=use_vin, rngs=rngs)
     self.stop_gradient_context = bool(config.chunking.stop_gradient_context)
-    self.schedule = Schedule.from_config(config) if config.diffusion.input_skip else None
-    self.sigma_data = float(config.diffusion.sigma_data)
+    d = config.diffusion
+    self.schedule = Schedule.from_config(config)
+    self.x0_output = d.network_output == "x0"
+    self.input_skip = bool(d.input_skip) and not self.x0_output
+    self.sigma_data, self.x0_min_sigma = float(d.sigma_data), float(d.x0_min_sigma)
 
   def context_frames(self, requested: int, full: bool | None = None) -> int:
     """The `full` mode has no context: its one window is the video."""
@@ -78,7 +81,9 @@ class VideoDenoiser(nnx.Module):
                      jnp.broadcast_to(valid[None], (b, nw, w)).reshape(b * nw, w), per_window(global_tokens),
                      per_window(t_video), per_window(text_tokens), per_window(text_mask))
     preds = preds.reshape(b, nw, w, *preds.shape[2:])
-    if self.schedule is not None:
+    if self.x0_output:
+      preds = self.schedule.target_from_x0(win, preds, t_win, self.x0_min_sigma)
+    elif self.input_skip:
       skip = self.schedule.input_skip(t_win, self.sigma_data)
       preds = preds + Schedule.expand(skip, win) * win
     if full:
