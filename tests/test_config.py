@@ -41,7 +41,7 @@ def test_tiny_keyframe_stride_and_latent_shape():
   assert config_lib.keyframe_stride(config) == 4                  # 0.5 s * 8 fps / 1
   assert config_lib.latent_shape(config) == (8, 8, 12)            # 16 / 2, 3 * 2 ** 2
   assert config_lib.pixel_frames_per_chunk(config) == 8
-  assert config_lib.fusion_steps(config) == 10
+  assert config_lib.fusion_steps(config) == 20                         # t_alpha 0: every step fuses
 
 
 def _set(**fields):
@@ -49,7 +49,7 @@ def _set(**fields):
   return lambda config: config_lib.override(config, fields)
 
 
-# (id, mutation of configs/tiny.py, the field the error must name). tiny: F = 8, L = 2, keyframe stride 4,
+# (id, mutation of configs/tiny.py, the field the error must name). tiny: F = 8, L = 4, keyframe stride 4,
 # 16x16 pixels with autoencoder x2 and patch 2, buckets (1, 2, 4) of 8 pixel frames, 32 frames stored, batch 8.
 INVALID = [
     ("context_longer_than_chunk", _set(**{"chunking.context_frames": 9}), "chunking.context_frames"),

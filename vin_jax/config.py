@@ -86,7 +86,7 @@ _CHOICES = {
 }
 
 
-def _get(config, dotted: str):
+def get_field(config, dotted: str):
   node = config
   for part in dotted.split("."):
     node = node[part]
@@ -100,7 +100,7 @@ def override(config, fields: dict):
   """
   for dotted, value in fields.items():
     *parents, leaf = dotted.split(".")
-    node = _get(config, ".".join(parents)) if parents else config
+    node = get_field(config, ".".join(parents)) if parents else config
     node[leaf] = value
   return config
 
@@ -113,20 +113,20 @@ def validate(config, num_devices: int | None = None, *, purpose: str = "train") 
   """
 
   def fail(field, msg):
-    raise ConfigError(f"{field}={_get(config, field)!r}: {msg}")
+    raise ConfigError(f"{field}={get_field(config, field)!r}: {msg}")
 
   def positive(*fields):
     for f in fields:
-      if not _get(config, f) > 0:
+      if not get_field(config, f) > 0:
         fail(f, "must be > 0")
 
   def probability(*fields):
     for f in fields:
-      if not 0.0 <= _get(config, f) <= 1.0:
+      if not 0.0 <= get_field(config, f) <= 1.0:
         fail(f, "must be a probability in [0, 1]")
 
   for field, choices in _CHOICES.items():
-    if _get(config, field) not in choices:
+    if get_field(config, field) not in choices:
       fail(field, f"must be one of {choices}")
 
   positive("model.width", "model.depth", "model.num_heads", "model.patch_size", "model.temporal_patch",
@@ -163,8 +163,8 @@ def validate(config, num_devices: int | None = None, *, purpose: str = "train") 
 
   for field in ("model.width", "vin.width", "text.width"):
     heads = {"model.width": "model.num_heads", "vin.width": "vin.num_heads", "text.width": "text.num_heads"}[field]
-    if _get(config, field) % _get(config, heads):
-      fail(field, f"must be divisible by {heads}={_get(config, heads)}")
+    if get_field(config, field) % get_field(config, heads):
+      fail(field, f"must be divisible by {heads}={get_field(config, heads)}")
   if (config.model.width // config.model.num_heads) % 2:
     fail("model.num_heads", f"head dim model.width/num_heads={config.model.width // config.model.num_heads} "
          "must be even for RoPE")
@@ -172,7 +172,7 @@ def validate(config, num_devices: int | None = None, *, purpose: str = "train") 
   # Chunks, windows and temporal patches (all in latent frames).
   F, pt = config.chunking.chunk_frames, config.model.temporal_patch
   for field in ("chunking.context_frames", "chunking.inference_context_frames"):
-    L = _get(config, field)
+    L = get_field(config, field)
     if L < 0:
       fail(field, "must be >= 0")
     if L > F:
@@ -194,7 +194,7 @@ def validate(config, num_devices: int | None = None, *, purpose: str = "train") 
     fail("autoencoder.kind", "vae3d needs autoencoder.latent_channels > 0")
   factor = ae.spatial_factor * config.model.patch_size
   for field in ("data.height", "data.width"):
-    if _get(config, field) % factor:
+    if get_field(config, field) % factor:
       fail(field, f"must be divisible by autoencoder.spatial_factor * model.patch_size = {factor}")
   chunk_pixels = F * ae.temporal_factor
   if abs(chunk_pixels - round(chunk_pixels)) > 1e-6:

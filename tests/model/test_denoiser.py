@@ -126,7 +126,7 @@ def test_precomputed_text_embeddings_and_the_null_embedding():
 def test_x0_output_is_turned_into_the_objectives_target():
   """network_output="x0": the same network output, read as clean latents and converted by the schedule."""
   config = tiny_test_config(**{"diffusion.network_output": "x0"})
-  plain = tiny_test_config(**{"diffusion.input_skip": False})
+  plain = tiny_test_config(**{"diffusion.network_output": "target", "diffusion.input_skip": False})
   params = perturbed_params(ModelDef(config))
   x, t, text = random_inputs(config)
   L = config.chunking.context_frames
