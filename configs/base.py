@@ -83,6 +83,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.sampling.use_ema = True
   c.sampling.prompt = ""            # empty: captions of the dataset's first examples
   c.sampling.freenoise_stride = 4   # latent frames between FreeNoise windows
+  # Starting noise of the chunks: "independent" (the paper) or "rescheduled" (FreeNoise's: later chunks start
+  # from permutations of chunk 0's noise frames; see sampler.initial_noise). The freenoise method always
+  # reschedules.
+  c.sampling.noise = "independent"
 
   c.data = ml_collections.ConfigDict()
   c.data.name = "sprites"

@@ -108,7 +108,7 @@ def write_sample_dir(config, out, latents_BxNxFxhxwxc, info: dict) -> pathlib.Pa
       np.savez_compressed(f, frames=frames, latents=latents)
   info.update({
       "use_ema": bool(config.sampling.use_ema), "num_steps": config.sampling.num_steps,
-      "fusion": config.sampling.fusion, "t_alpha": config.sampling.t_alpha,
+      "fusion": config.sampling.fusion, "t_alpha": config.sampling.t_alpha, "noise": config.sampling.noise,
       "context_frames": config.chunking.inference_context_frames, "guidance_scale": config.sampling.guidance_scale,
       "chunk_latent_frames": config.chunking.chunk_frames, "chunk_pixel_frames": chunk_pixels, "fps": fps,
       "frames_shape": list(frames.shape),

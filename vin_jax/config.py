@@ -82,6 +82,7 @@ _CHOICES = {
     "diffusion.network_output": ("target", "x0"),
     "sampling.fusion": ("early", "mid", "late", "none"),
     "sampling.method": ("vin", "full", "autoregressive", "no_global", "freenoise"),
+    "sampling.noise": ("independent", "rescheduled"),
     "data.name": ("sprites", "video_folder"),
 }
 

@@ -71,7 +71,7 @@ def generate(config, model_def: ModelDef, params, text, rng, *, method: str = "v
                      f"{shape} / {shape[:3]}")
 
   if method == "freenoise":
-    noise = _jitted_noise(sampler.freenoise_noise)(rng, shape)
+    noise = _noise(rng, shape, True)
     fn = _compiled(("freenoise", model_def, settings, schedule.key(), progress, jit), lambda: (
         lambda p, z, tx, x0, mask: sampler.sample_freenoise(model_def.bind(p), schedule, settings, z, tx, clean_x0=x0,
                                                             clean_mask_BxNxF=mask, progress=progress)))
@@ -79,8 +79,9 @@ def generate(config, model_def: ModelDef, params, text, rng, *, method: str = "v
   if mesh_lib.is_sharded(mesh) and method in SHARDABLE_METHODS:
     if bool(jnp.any(clean_mask)):
       raise ValueError("given (clean) frames are not supported by the sharded sampler; sample without a mesh")
-    return _generate_sharded(model_def, schedule, settings, params, text, rng, shape, mesh, progress)
-  noise = _jitted_noise(sampler.initial_noise)(rng, shape)
+    return _generate_sharded(model_def, schedule, settings, params, text, rng, shape, mesh, progress,
+                             rescheduled=config.sampling.noise == "rescheduled")
+  noise = _noise(rng, shape, config.sampling.noise == "rescheduled")
   chain = _compiled(("parallel", model_def, settings, schedule.key(), progress, jit), lambda: (
       lambda p, z, tx, x0, mask: sampler.sample_parallel(model_def.bind(p), schedule, settings, z, tx, clean_x0=x0,
                                                          clean_mask_BxNxF=mask, progress=progress)))
@@ -102,12 +103,12 @@ def _compiled(key, make):
   return _CACHE[key]
 
 
-@functools.cache
-def _jitted_noise(draw):
-  return jax.jit(draw, static_argnums=1)
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _noise(rng, shape, rescheduled: bool):
+  return sampler.initial_noise(rng, shape, rescheduled=rescheduled)
 
 
-def _generate_sharded(model_def, schedule, settings, params, text, rng, shape, mesh, progress):
+def _generate_sharded(model_def, schedule, settings, params, text, rng, shape, mesh, progress, *, rescheduled):
   """`sample_parallel` under shard_map: each device draws the noise of its own (row, chunk) slots, so the
   result equals the single-device sample."""
   chunk_devices = mesh.shape[mesh_lib.CHUNK]
@@ -115,7 +116,8 @@ def _generate_sharded(model_def, schedule, settings, params, text, rng, shape, m
   def per_device(params, text, rng):
     rows, chunks = text.shape[0], shape[1] // chunk_devices
     noise = sampler.initial_noise(rng, (rows, chunks) + shape[2:], row_offset=mesh_lib.batch_row_offset(rows),
-                                  chunk_offset=jax.lax.axis_index(mesh_lib.CHUNK) * chunks)
+                                  chunk_offset=jax.lax.axis_index(mesh_lib.CHUNK) * chunks,
+                                  rescheduled=rescheduled)
     return sampler.sample_parallel(model_def.bind(params), schedule, settings, noise, text,
                                    axis_name=mesh_lib.CHUNK, progress=progress)
 

@@ -1,5 +1,6 @@
 """The scan sampler against a plain Python-loop reference, and the baselines (full, no_global, autoregressive,
 FreeNoise) on a randomly initialised tiny model (configs/tiny.py:test)."""
+import copy
 import dataclasses
 import pathlib
 
@@ -285,12 +286,15 @@ def test_freenoise_windows_reject_gaps(window, stride):
     sampler.freenoise_windows(20, window, stride)
 
 
-def test_freenoise_noise_is_permuted_first_chunk(config):
+def test_rescheduled_noise_is_permuted_first_chunk(config):
   h, w, c = config_lib.latent_shape(config)
-  shape = (len(PROMPTS), LONG_CHUNKS, config.chunking.chunk_frames, h, w, c)   # generate()'s: compiled already
-  noise = np.asarray(sampler.freenoise_noise(jax.random.key(0), shape))
+  shape = (len(PROMPTS), LONG_CHUNKS, config.chunking.chunk_frames, h, w, c)
+  noise = np.asarray(sampler.initial_noise(jax.random.key(0), shape, rescheduled=True))
   assert noise.shape == shape
   first = noise[:, 0]
+  # Chunk 0 is the independent draw's chunk 0, so the two noise kinds pair up video by video.
+  np.testing.assert_array_equal(first, np.asarray(sampler.initial_noise(jax.random.key(0), shape))[:, 0])
+  assert not np.array_equal(noise[:, 1], noise[:, 2])
   for b in range(shape[0]):
     flat_first = first[b].reshape(shape[2], -1)
     for n in range(1, shape[1]):
@@ -334,3 +338,23 @@ def test_given_frames_need_both_arrays(config, model_def, params, text):
   with pytest.raises(ValueError, match="both"):
     sampling.generate(config, model_def, params, text, jax.random.key(0), num_chunks=LONG_CHUNKS,
                       clean_x0=clean_x0)
+
+
+@pytest.mark.parametrize("rescheduled", [False, True])
+def test_initial_noise_is_the_same_however_rows_and_chunks_are_split(rescheduled):
+  shape = (4, 6, 3, 2, 2, 1)
+  rng = jax.random.key(3)
+  whole = np.asarray(sampler.initial_noise(rng, shape, rescheduled=rescheduled))
+  for rows, chunks in ((slice(0, 2), slice(0, 3)), (slice(2, 4), slice(3, 6)), (slice(1, 3), slice(2, 5))):
+    part_shape = (rows.stop - rows.start, chunks.stop - chunks.start) + shape[2:]
+    part = sampler.initial_noise(rng, part_shape, row_offset=rows.start, chunk_offset=chunks.start,
+                                 rescheduled=rescheduled)
+    np.testing.assert_array_equal(np.asarray(part), whole[rows, chunks])
+
+
+def test_rescheduled_noise_reaches_the_sampler(config, model_def, params, text):
+  # sampling.noise="rescheduled" changes every chunk but the first one's starting noise, hence the samples.
+  resched = config_lib.override(copy.deepcopy(config), {"sampling.noise": "rescheduled"})
+  a = sampling.generate(config, model_def, params, text, jax.random.key(0), num_chunks=LONG_CHUNKS)
+  b = sampling.generate(resched, model_def, params, text, jax.random.key(0), num_chunks=LONG_CHUNKS)
+  assert float(jnp.abs(a[:, 1:] - b[:, 1:]).max()) > 1e-3

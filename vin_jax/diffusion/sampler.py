@@ -106,9 +106,29 @@ def sample_parallel(model, schedule: Schedule, settings: SamplerSettings, noise_
   return x
 
 
-def initial_noise(rng, shape_BxNxFx___, *, row_offset=0, chunk_offset=0):
-  """Starting noise keyed per (row, chunk), identical however the chunks are sharded."""
-  return randomness.chunk_normal(rng, shape_BxNxFx___, row_offset, chunk_offset)
+def initial_noise(rng, shape_BxNxFx___, *, row_offset=0, chunk_offset=0, rescheduled: bool = False):
+  """Starting noise [B, N, F, ...] keyed per (row, chunk), identical however rows and chunks are sharded.
+
+  rescheduled=False: independent noise per chunk. True: FreeNoise's noise rescheduling (Qiu et al. 2024):
+  chunk 0 keeps its noise and every later chunk starts from a random permutation of chunk 0's noise frames
+  (the permutation keyed by the global chunk index), so distant windows start from correlated noise and
+  tend to decide on the same content (`sampling.noise`).
+  """
+  if not rescheduled:
+    return randomness.chunk_normal(rng, shape_BxNxFx___, row_offset, chunk_offset)
+  b, n, f = shape_BxNxFx___[:3]
+  first = randomness.chunk_normal(rng, (b, 1) + tuple(shape_BxNxFx___[2:]), row_offset, 0)[:, 0]   # [B, F, ...]
+  perm_rng = jax.random.fold_in(rng, _PERMUTATION_STREAM)
+
+  def order(chunk):
+    shuffled = jax.random.permutation(jax.random.fold_in(perm_rng, chunk), f)
+    return jnp.where(chunk == 0, jnp.arange(f), shuffled)
+
+  perms = jax.vmap(order)(chunk_offset + jnp.arange(n))                               # [N, F]
+  return first[:, perms]
+
+
+_PERMUTATION_STREAM = 2 ** 32 - 1   # folded into the key like a row index that no batch reaches
 
 
 def sample_autoregressive(chain: Callable, noise_BxNxFx___, text, *, clean_x0=None, clean_mask_BxNxF=None):
@@ -136,15 +156,6 @@ def sample_autoregressive(chain: Callable, noise_BxNxFx___, text, *, clean_x0=No
   return jnp.stack(chunks, axis=1)
 
 
-def freenoise_noise(rng, shape_BxNxFx___):
-  """FreeNoise noise rescheduling: every later chunk's noise is a random permutation of the first
-  chunk's noise frames, so distant windows start from correlated noise. [B, N, F, ...]."""
-  b, n, f = shape_BxNxFx___[:3]
-  base = jax.random.normal(rng, (b, f) + tuple(shape_BxNxFx___[3:]))
-  perms = [jnp.arange(f)] + [jax.random.permutation(jax.random.fold_in(rng, i + 1), f) for i in range(n - 1)]
-  return jnp.stack([jnp.take(base, p, axis=1) for p in perms], axis=1)
-
-
 def freenoise_windows(num_frames: int, window: int, stride: int) -> np.ndarray:
   """Start frames of sliding windows covering [0, num_frames): every `stride`, the last one flush."""
   if not 0 < stride <= window:  # a longer stride leaves frames no window predicts (0 / 0 in the average)
@@ -159,8 +170,8 @@ def sample_freenoise(model, schedule: Schedule, settings: SamplerSettings, noise
                      clean_x0=None, clean_mask_BxNxF=None, progress: Callable | None = None):
   """Training-free long video from a one-chunk model: sliding windows of F frames (stride
   `freenoise_stride`), each denoised on its own (VIN over that window only), predictions averaged
-  per frame, on FreeNoise-rescheduled noise (see `freenoise_noise`). Frames in `clean_mask` are held at
-  `clean_x0` with t = 0, as in `sample_parallel`."""
+  per frame, on FreeNoise-rescheduled noise (`initial_noise(..., rescheduled=True)`). Frames in
+  `clean_mask` are held at `clean_x0` with t = 0, as in `sample_parallel`."""
   b, n, f = noise_BxNxFx___.shape[:3]
   frame_shape = noise_BxNxFx___.shape[3:]
   total = n * f
