@@ -86,4 +86,5 @@ def get_config(arg=None):
     c.sampling.num_chunks = 4
     c.sampling.num_samples = 1
     c.sampling.freenoise_stride = 2
+    c.sampling.noise = "independent"   # the tests build reference noise with sampler.initial_noise
   return c
