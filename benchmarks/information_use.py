@@ -5,11 +5,11 @@ given first frame should inform) is measured
   * with every frame noisy,
   * with the first latent frame given clean (image-to-video, `diffusion.first_frame_cond_prob`),
 and the error on one middle frame with every other frame of the video given clean (an upper bound on what
-attention could recover). Last, every window's x0 error at t = 0.8 and 0.9 with the global tokens of the
-video itself, none, the video nearly clean (t = 0.2), and another video nearly clean: how much of a
-video's identity the windows can take from the global tokens. Then the first frame is swapped for another video's and the mean change of the
+attention could recover). Then the first frame is swapped for another video's and the mean change of the
 predictions is printed per chunk: chunk 0 sees the first frame directly, later chunks only through the
-global tokens (and, if it reaches them, the local context).
+global tokens (and, if it reaches them, the local context). Last, every window's x0 error at t = 0.8 and
+0.9 with the global tokens of the video itself, of none, of the video nearly clean (t = 0.2) and of
+another video nearly clean: how much of a video's identity the windows take from the global tokens.
 
   python benchmarks/information_use.py --config=configs/micro.py --workdir=runs/ablation/models/vin \
       --data_dir=runs/ablation/data
@@ -56,7 +56,9 @@ def main():
   config = config_lib.load_config_file(path, arg or None)
   for item in args.set:
     field, _, value = item.partition("=")
-    config_lib.override(config, {field: type(config_lib.get_field(config, field))(value)})
+    current = config_lib.get_field(config, field)
+    parsed = value.lower() in ("1", "true") if isinstance(current, bool) else type(current)(value)
+    config_lib.override(config, {field: parsed})
   data_dir = args.data_dir or config_lib.resolve_data_dir(config, args.workdir)
   model_def, params, step = sampling.load_params(config, args.workdir)
   model = model_def.bind(params)
@@ -101,21 +103,20 @@ def main():
         f"(prediction scale {scale:.3f})")
   print("  " + "  ".join(f"chunk {i}: {c:.4f}" for i, c in enumerate(change)))
 
-
   print("\nwhat the windows read from the global tokens: x0 error of every chunk's own frames at time t, with "
         "the global tokens of")
   print(f"{'t':>5} | {'this video':>10} | {'none':>8} | {'this video at t=0.2':>19} | {'another video at t=0.2':>22}")
+  t_low = jnp.full(x0.shape[:3], 0.2)
+  informed = model.global_tokens(schedule.add_noise(x0, noise, t_low), t_low, *model.encode_text(text))
   for t in (0.8, 0.9):
     tt = jnp.full(x0.shape[:3], t)
     x_t = schedule.add_noise(x0, noise, tt)
-    t_low = jnp.full(x0.shape[:3], 0.2)
-    informed = model.global_tokens(schedule.add_noise(x0, noise, t_low), t_low, *model.encode_text(text))
+    x_win, _ = windows.build_windows(x_t, L)
+    t_win, _ = windows.build_windows(tt, L)
     row = []
     for kwargs in ({}, {"use_global": False}, {"global_tokens": informed},
                    {"global_tokens": jnp.roll(informed, 1, axis=0)}):
       preds, _ = model(x_t, tt, text, context_frames=L, **kwargs)
-      x_win, _ = windows.build_windows(x_t, L)
-      t_win, _ = windows.build_windows(tt, L)
       est = schedule.x0_eps(x_win, preds, t_win)[0]
       row.append(float(jnp.mean(jnp.square(est[:, :, L:] - x0))))
     print(f"{t:5.2f} | {row[0]:10.3f} | {row[1]:8.3f} | {row[2]:19.3f} | {row[3]:22.3f}")
