@@ -70,6 +70,7 @@ def generate(config, model_def: ModelDef, params, text, rng, *, method: str = "v
     raise ValueError(f"clean_x0 {tuple(clean_x0.shape)} / clean_mask {tuple(clean_mask.shape)} must be "
                      f"{shape} / {shape[:3]}")
 
+  rescheduled = config.sampling.noise == "rescheduled"
   if method == "freenoise":
     noise = _noise(rng, shape, True)
     fn = _compiled(("freenoise", model_def, settings, schedule.key(), progress, jit), lambda: (
@@ -80,8 +81,8 @@ def generate(config, model_def: ModelDef, params, text, rng, *, method: str = "v
     if bool(jnp.any(clean_mask)):
       raise ValueError("given (clean) frames are not supported by the sharded sampler; sample without a mesh")
     return _generate_sharded(model_def, schedule, settings, params, text, rng, shape, mesh, progress,
-                             rescheduled=config.sampling.noise == "rescheduled")
-  noise = _noise(rng, shape, config.sampling.noise == "rescheduled")
+                             rescheduled=rescheduled)
+  noise = _noise(rng, shape, rescheduled)
   chain = _compiled(("parallel", model_def, settings, schedule.key(), progress, jit), lambda: (
       lambda p, z, tx, x0, mask: sampler.sample_parallel(model_def.bind(p), schedule, settings, z, tx, clean_x0=x0,
                                                          clean_mask_BxNxF=mask, progress=progress)))

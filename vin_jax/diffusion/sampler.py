@@ -106,6 +106,9 @@ def sample_parallel(model, schedule: Schedule, settings: SamplerSettings, noise_
   return x
 
 
+_PERMUTATION_STREAM = 2 ** 32 - 1   # folded into the key like a row index that no batch reaches
+
+
 def initial_noise(rng, shape_BxNxFx___, *, row_offset=0, chunk_offset=0, rescheduled: bool = False):
   """Starting noise [B, N, F, ...] keyed per (row, chunk), identical however rows and chunks are sharded.
 
@@ -126,9 +129,6 @@ def initial_noise(rng, shape_BxNxFx___, *, row_offset=0, chunk_offset=0, resched
 
   perms = jax.vmap(order)(chunk_offset + jnp.arange(n))                               # [N, F]
   return first[:, perms]
-
-
-_PERMUTATION_STREAM = 2 ** 32 - 1   # folded into the key like a row index that no batch reaches
 
 
 def sample_autoregressive(chain: Callable, noise_BxNxFx___, text, *, clean_x0=None, clean_mask_BxNxF=None):
