@@ -130,12 +130,31 @@ def test_sample_t(objective):
     np.testing.assert_allclose([t.mean(), np.median(t)], [0.5, 0.5], atol=0.01)
 
 
-def test_timesteps():
-  ts = np.asarray(Schedule.timesteps(50))
+@pytest.mark.parametrize("objective,schedule", SCHEDULES)
+def test_timesteps(objective, schedule):
+  s = Schedule(objective, schedule)
+  ts = np.asarray(s.timesteps(50))
   assert ts.shape == (51,)
-  assert ts[0] == 1.0 and ts[-1] == 0.0
+  assert ts[0] == np.float32(s.max_time()) and ts[-1] == 0.0
   assert np.all(np.diff(ts) < 0)
-  np.testing.assert_allclose(np.diff(ts), -1 / 50, atol=1e-6)
+  np.testing.assert_allclose(np.diff(ts), -s.max_time() / 50, atol=1e-6)
+  alpha, _ = s.alpha_sigma(jnp.asarray(ts[0]))
+  assert float(alpha) <= 0.0101   # the chain still starts from (almost) pure noise
+
+
+@pytest.mark.parametrize("num_steps", [10, 50])
+@pytest.mark.parametrize("objective,schedule", SCHEDULES)
+def test_every_sampling_step_changes_x(objective, schedule, num_steps):
+  """No step of the grid is a no-op: the linear eps schedule's alpha_bar is clamped from t ~ 0.957, so a grid
+  from t = 1 made its first 2 of 50 DDIM steps return x unchanged."""
+  s = Schedule(objective, schedule)
+  ts = s.timesteps(num_steps)
+  x = jax.random.normal(jax.random.key(0), SHAPE)
+  pred = jax.random.normal(jax.random.key(1), SHAPE)
+  for i in range(num_steps):
+    x_next = s.step(x, pred, ts[i], ts[i + 1])
+    assert float(jnp.max(jnp.abs(x_next - x))) > 1e-4, (i, float(ts[i]), float(ts[i + 1]))
+    x = x_next
 
 
 def test_invalid_objective_and_schedule():

@@ -122,7 +122,24 @@ class Schedule:
     alpha, sigma = self.alpha_sigma(_expand(t_next, x_t))
     return alpha * x0 + sigma * eps
 
-  @staticmethod
-  def timesteps(num_steps: int):
-    """[num_steps + 1] times from 1 down to 0; step s (num_steps .. 1) goes ts[S-s] -> ts[S-s+1]."""
-    return jnp.linspace(1.0, 0.0, num_steps + 1)
+  def max_time(self) -> float:
+    """The largest informative time: where the VP schedules' alpha_bar reaches its clamp `_MIN_ALPHA_BAR`
+    (linear: t ~ 0.957, cosine: t ~ 0.994), 1.0 for flow. Every time above it is the same noise level, so
+    a sampling grid that started at 1 would spend its first steps as exact no-ops (DDIM from one alpha_bar
+    to the same alpha_bar returns x unchanged)."""
+    if self.objective == "flow":
+      return 1.0
+    if self.schedule == "cosine":
+      s = 0.008
+      c = math.sqrt(_MIN_ALPHA_BAR) * math.cos(s / (1 + s) * math.pi / 2)
+      t = (1 + s) * math.acos(c) * 2 / math.pi - s
+    else:  # 0.1 t + 9.95 t^2 = -log(_MIN_ALPHA_BAR)
+      a, b, c = 0.5 * (20.0 - 0.1), 0.1, -math.log(_MIN_ALPHA_BAR)
+      t = (-b + math.sqrt(b * b + 4 * a * c)) / (2 * a)
+    # Just below the clamp point, so the first step's alpha_bar is (in fp32) above the clamp.
+    return min(1.0, t * (1.0 - 1e-6))
+
+  def timesteps(self, num_steps: int):
+    """[num_steps + 1] times from `max_time()` down to 0, evenly spaced; step s (num_steps .. 1) goes
+    ts[S-s] -> ts[S-s+1]. The sampler starts from unit noise at ts[0]: alpha(ts[0]) <= 0.01 for eps / v."""
+    return jnp.linspace(self.max_time(), 0.0, num_steps + 1)
