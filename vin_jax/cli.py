@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from vin_jax import config as config_lib
 from vin_jax import sampling, video_io
+from vin_jax.diffusion import sampler
 from vin_jax.parallel import mesh as mesh_lib
 from vin_jax.text import tokenizer
 
@@ -30,15 +31,20 @@ def sample_command(config, workdir: str, *, out: str | None, num_chunks: int | N
   if not out:
     print("error: sample needs --out=OUTDIR", file=sys.stderr)
     sys.exit(2)
-  method = method or config.sampling.method
+  if method is None:
+    method = sampler.default_method(config)
+    if method != config.sampling.method:
+      print(f"note: model.window_mode={config.model.window_mode!r} has no chunk windows for sampling.method="
+            f"{config.sampling.method!r}; sampling with --method={method}", flush=True)
+  elif method not in sampler.supported_methods(config):
+    raise config_lib.ConfigError(f"--method={method}: a model with model.window_mode={config.model.window_mode!r} "
+                                 f"runs one window over the whole video; pass --method=full (or one of "
+                                 f"{sampler.supported_methods(config)})")
   num_chunks = num_chunks or config.sampling.num_chunks
   if num_chunks % config.mesh.chunk:
     raise config_lib.ConfigError(f"num_chunks={num_chunks} must be divisible by mesh.chunk={config.mesh.chunk}")
   mesh = mesh_lib.make_mesh(config)
   sharded = mesh_lib.is_sharded(mesh)
-  if first_frame and sharded:
-    print("error: --first_frame runs on one device; sample without a sharded mesh", file=sys.stderr)
-    sys.exit(2)
   num = config.sampling.num_samples
   prompt = prompt if prompt is not None else (config.sampling.prompt or None)
   true_colors = first = None

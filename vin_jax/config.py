@@ -155,8 +155,9 @@ def validate(config, num_devices: int | None = None, *, purpose: str = "train") 
          "is no longer amplified")
   if config.diffusion.context_loss_weight < 0:
     fail("diffusion.context_loss_weight", "must be >= 0")
-  if config.train.warmup_steps < 0 or config.train.warmup_steps > config.train.steps:
-    fail("train.warmup_steps", f"must be in [0, train.steps={config.train.steps}]")
+  # learning_rate_schedule decays over max(steps, 2) - max(warmup, 1) steps, which optax needs positive.
+  if config.train.warmup_steps < 0 or max(config.train.warmup_steps, 1) >= max(config.train.steps, 2):
+    fail("train.warmup_steps", f"must be >= 0 and shorter than training (train.steps={config.train.steps})")
   if config.train.grad_clip < 0:
     fail("train.grad_clip", "must be >= 0 (0 turns clipping off)")
   if config.sampling.guidance_scale < 0:
@@ -228,6 +229,9 @@ def validate(config, num_devices: int | None = None, *, purpose: str = "train") 
     fail("sampling.freenoise_stride", f"must be <= chunking.chunk_frames={F}")
 
   # Mesh.
+  if purpose == "train" and config.model.window_mode == "full" and config.mesh.chunk > 1:
+    fail("model.window_mode", f"one window over the whole video cannot be split over mesh.chunk="
+         f"{config.mesh.chunk} devices: train a full-attention model with mesh.chunk=1 (rows over mesh.data)")
   batch_devices = config.mesh.data * config.mesh.fsdp
   if purpose == "train" and config.data.batch_size % batch_devices:
     fail("data.batch_size", f"must be divisible by mesh.data * mesh.fsdp = {batch_devices}")

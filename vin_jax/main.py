@@ -79,8 +79,12 @@ def main(argv):
     print(f"trained to step {metrics.get('step')} in {_WORKDIR.value}: loss {metrics.get('loss')}")
   elif command == "sample":
     from vin_jax.cli import sample_command
-    sample_command(config, _WORKDIR.value, out=_OUT.value, num_chunks=_NUM_CHUNKS.value, method=_METHOD.value,
-                   seed=_SEED.value, prompt=_PROMPT.value, first_frame=_FIRST_FRAME.value)
+    try:
+      sample_command(config, _WORKDIR.value, out=_OUT.value, num_chunks=_NUM_CHUNKS.value, method=_METHOD.value,
+                     seed=_SEED.value, prompt=_PROMPT.value, first_frame=_FIRST_FRAME.value)
+    except config_lib.ConfigError as e:
+      print(f"invalid config: {e}", file=sys.stderr)
+      sys.exit(2)
   elif command == "ablate":
     from vin_jax import ablation
     try:

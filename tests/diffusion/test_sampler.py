@@ -358,3 +358,25 @@ def test_rescheduled_noise_reaches_the_sampler(config, model_def, params, text):
   a = sampling.generate(config, model_def, params, text, jax.random.key(0), num_chunks=LONG_CHUNKS)
   b = sampling.generate(resched, model_def, params, text, jax.random.key(0), num_chunks=LONG_CHUNKS)
   assert float(jnp.abs(a[:, 1:] - b[:, 1:]).max()) > 1e-3
+
+
+def test_a_full_attention_model_samples_its_own_methods_and_names_the_others(config):
+  """A model trained with model.window_mode='full' has no chunk windows: its default method is `full`, the
+  autoregressive baseline runs (previous chunk, chunk) pairs as one window, and `vin` fails with the method
+  to pass (it crashed with 'mul got incompatible shapes')."""
+  full_config = copy.deepcopy(config)
+  full_config.model.window_mode = "full"
+  full_config.sampling.num_steps = 2
+  assert sampler.default_method(full_config) == "full" and sampler.default_method(config) == config.sampling.method
+  model_def = ModelDef(full_config)
+  params = model_def.init(jax.random.key(0))
+  text = jnp.asarray(tokenizer.tokenize(PROMPTS, full_config.text.max_length))
+  for method in ("vin", "no_global"):
+    with pytest.raises(ValueError, match="--method=full"):
+      sampling.generate(full_config, model_def, params, text, jax.random.key(0), method=method, num_chunks=2)
+  h, w, c = config_lib.latent_shape(full_config)
+  for method in ("full", "autoregressive"):
+    latents = sampling.generate(full_config, model_def, params, text, jax.random.key(0), method=method,
+                                num_chunks=2)
+    assert latents.shape == (len(PROMPTS), 2, full_config.chunking.chunk_frames, h, w, c)
+    assert np.all(np.isfinite(np.asarray(latents)))

@@ -16,6 +16,20 @@ from vin_jax.diffusion import fusion, randomness
 from vin_jax.diffusion.schedules import Schedule
 
 METHODS = ("vin", "full", "autoregressive", "no_global", "freenoise")
+# A model trained with model.window_mode="full" has one window over the whole video and no chunk windows:
+# it runs `full`, and the baselines that call it on whole (sub-)videos.
+FULL_MODEL_METHODS = ("full", "autoregressive", "freenoise")
+
+
+def supported_methods(config) -> tuple[str, ...]:
+  """The sampling methods the model of `config` can run."""
+  return FULL_MODEL_METHODS if config.model.window_mode == "full" else METHODS
+
+
+def default_method(config) -> str:
+  """sampling.method, or `full` for a full-attention model (whose default `vin` has no windows to run)."""
+  method = config.sampling.method
+  return method if method in supported_methods(config) else "full"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,12 +56,16 @@ class SamplerSettings:
   def for_method(cls, config, method: str) -> "SamplerSettings":
     if method not in METHODS:
       raise ValueError(f"method={method!r} must be one of {METHODS}")
+    if method not in supported_methods(config):
+      raise ValueError(f"method={method!r} needs chunk windows, but the model has model.window_mode="
+                       f"{config.model.window_mode!r} (one window over the whole video): sample it with one of "
+                       f"{supported_methods(config)}, e.g. --method=full")
     if method == "no_global":
       return cls.from_config(config, use_global=False)
     if method == "full":
       return cls.from_config(config, full=True, use_global=False)
-    if method == "autoregressive":
-      return cls.from_config(config, fusion="none")
+    if method == "autoregressive":  # a full model sees each (previous chunk, chunk) pair as one window
+      return cls.from_config(config, fusion="none", full=True if config.model.window_mode == "full" else None)
     return cls.from_config(config)
 
 

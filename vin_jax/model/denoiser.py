@@ -66,6 +66,10 @@ class VideoDenoiser(nnx.Module):
                                          axis_name=axis_name)
     t_video = video_time(t_BxNxF, axis_name)
     if full:
+      if axis_name is not None and jax.lax.axis_size(axis_name) > 1:
+        # n is the local chunk count here: "one window" would silently stop at each device's chunks.
+        raise ValueError(f"full mode (one window over the whole video) cannot split the video over "
+                         f"{jax.lax.axis_size(axis_name)} {axis_name!r} devices; use mesh.chunk=1")
       x_t_BxNxFxhxwxc = x_t_BxNxFxhxwxc.reshape(b, 1, n * f, *x_t_BxNxFxhxwxc.shape[3:])
       t_BxNxF = t_BxNxF.reshape(b, 1, n * f)
     L = self.context_frames(context_frames, full)
