@@ -55,7 +55,8 @@ def generate(config, model_def: ModelDef, params, text, rng, *, method: str = "v
   Latent frames where `clean_mask` [B, N, F] is True are given: held at `clean_x0` [B, N, F, h, w, c]
   (e.g. a clean first frame; the autoregressive method allows them in the first chunk only).
   With a sharded `mesh`, vin and no_global run with the chunks split over 'chunk' and rows over the batch
-  axes (the other methods have no parallel chunk axis and run unsharded; given frames need no mesh).
+  axes, given frames included (the other methods have no parallel chunk axis and run unsharded). A model
+  with model.window_mode="full" runs `sampler.supported_methods(config)` only.
   """
   num_chunks = num_chunks or config.sampling.num_chunks
   settings = sampler.SamplerSettings.for_method(config, method)
@@ -78,10 +79,12 @@ def generate(config, model_def: ModelDef, params, text, rng, *, method: str = "v
                                                             clean_mask_BxNxF=mask, progress=progress)))
     return fn(params, noise, text, clean_x0, clean_mask)
   if mesh_lib.is_sharded(mesh) and method in SHARDABLE_METHODS:
-    if bool(jnp.any(clean_mask)):
-      raise ValueError("given (clean) frames are not supported by the sharded sampler; sample without a mesh")
-    return _generate_sharded(model_def, schedule, settings, params, text, rng, shape, mesh, progress,
-                             rescheduled=rescheduled)
+    replicated, rows, video = (mesh_lib.named(mesh, spec) for spec in (mesh_lib.REPLICATED, mesh_lib.ROWS,
+                                                                        mesh_lib.VIDEO))
+    fn = _compiled(("sharded", model_def, settings, schedule.key(), progress, mesh, rescheduled, jit), lambda: (
+        _sharded_sampler(model_def, schedule, settings, mesh, progress, rescheduled=rescheduled)),
+        in_shardings=(replicated, rows, replicated, video, video), out_shardings=video)
+    return fn(params, _global(text, rows), rng, _global(clean_x0, video), _global(clean_mask, video))
   noise = _noise(rng, shape, rescheduled)
   chain = _compiled(("parallel", model_def, settings, schedule.key(), progress, jit), lambda: (
       lambda p, z, tx, x0, mask: sampler.sample_parallel(model_def.bind(p), schedule, settings, z, tx, clean_x0=x0,
@@ -95,12 +98,13 @@ def generate(config, model_def: ModelDef, params, text, rng, *, method: str = "v
 _CACHE: dict = {}
 
 
-def _compiled(key, make):
-  """One jitted sampler per (kind, model, settings, schedule, progress, jit): repeated calls (ablations,
-  several seeds) reuse the compiled program instead of tracing a fresh lambda each time."""
+def _compiled(key, make, **jit_options):
+  """One jitted sampler per (kind, model, settings, schedule, progress, [mesh, ...,] jit): repeated calls
+  (ablations, several seeds, the sharded sampler too) reuse the compiled program instead of tracing a fresh
+  function each time. `jit_options` (shardings) go to jax.jit."""
   if key not in _CACHE:
     fn = make()
-    _CACHE[key] = jax.jit(fn) if key[-1] else fn
+    _CACHE[key] = jax.jit(fn, **jit_options) if key[-1] else fn
   return _CACHE[key]
 
 
@@ -109,28 +113,30 @@ def _noise(rng, shape, rescheduled: bool):
   return sampler.initial_noise(rng, shape, rescheduled=rescheduled)
 
 
-def _generate_sharded(model_def, schedule, settings, params, text, rng, shape, mesh, progress, *, rescheduled):
-  """`sample_parallel` under shard_map: each device draws the noise of its own (row, chunk) slots, so the
-  result equals the single-device sample."""
-  chunk_devices = mesh.shape[mesh_lib.CHUNK]
+def _sharded_sampler(model_def, schedule, settings, mesh, progress, *, rescheduled):
+  """`sample_parallel` under shard_map, unjitted: (params, text [B, Lt], rng, clean_x0 [B, N, F, h, w, c],
+  clean_mask [B, N, F]) -> latents [B, N, F, h, w, c], sharded like the video. Each device draws the noise of
+  its own (row, chunk) slots and holds its own given frames, so the result equals the single-device sample."""
 
-  def per_device(params, text, rng):
-    rows, chunks = text.shape[0], shape[1] // chunk_devices
-    noise = sampler.initial_noise(rng, (rows, chunks) + shape[2:], row_offset=mesh_lib.batch_row_offset(rows),
+  def per_device(params, text, rng, clean_x0, clean_mask):
+    rows, chunks = clean_mask.shape[:2]
+    noise = sampler.initial_noise(rng, clean_x0.shape, row_offset=mesh_lib.batch_row_offset(rows),
                                   chunk_offset=jax.lax.axis_index(mesh_lib.CHUNK) * chunks,
                                   rescheduled=rescheduled)
-    return sampler.sample_parallel(model_def.bind(params), schedule, settings, noise, text,
-                                   axis_name=mesh_lib.CHUNK, progress=progress)
+    return sampler.sample_parallel(model_def.bind(params), schedule, settings, noise, text, clean_x0=clean_x0,
+                                   clean_mask_BxNxF=clean_mask, axis_name=mesh_lib.CHUNK, progress=progress)
 
-  fn = jax.shard_map(per_device, mesh=mesh, in_specs=(mesh_lib.REPLICATED, mesh_lib.ROWS, mesh_lib.REPLICATED),
-                     out_specs=mesh_lib.VIDEO)
-  replicated = mesh_lib.named(mesh, mesh_lib.REPLICATED)
-  if not isinstance(text, jax.Array):  # host text, the same on every process -> one global array
-    host_text = np.asarray(text)
-    text = jax.make_array_from_callback(host_text.shape, mesh_lib.named(mesh, mesh_lib.ROWS),
-                                       lambda index: host_text[index])
-  return jax.jit(fn, in_shardings=(jax.tree.map(lambda _: replicated, params), mesh_lib.named(mesh, mesh_lib.ROWS),
-                                   replicated), out_shardings=mesh_lib.named(mesh, mesh_lib.VIDEO))(params, text, rng)
+  return jax.shard_map(per_device, mesh=mesh, out_specs=mesh_lib.VIDEO,
+                       in_specs=(mesh_lib.REPLICATED, mesh_lib.ROWS, mesh_lib.REPLICATED, mesh_lib.VIDEO,
+                                 mesh_lib.VIDEO))
+
+
+def _global(value, sharding):
+  """A host value, the same on every process (text, given frames) -> one global array with `sharding`."""
+  if isinstance(value, jax.Array) and (value.sharding == sharding or not value.is_fully_addressable):
+    return value  # already global: jit reshards it if needed
+  host = np.asarray(value)
+  return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
 
 def validation_inputs(config, data_dir, num: int, *, first_frame: bool = False):

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from vin_jax import config as config_lib
 from vin_jax import sampling
 from vin_jax import train as train_lib
 from vin_jax.parallel import mesh as mesh_lib
@@ -49,8 +50,17 @@ def reference():
   new_state, metrics = step(new_state, batch, jax.random.key(1))
   text = jnp.asarray(batch["text_tokens"])
   samples = sampling.generate(config, model_def, state["params"], text, jax.random.key(2), num_chunks=NUM_CHUNKS)
+  first_frame = sampling.first_frame_condition(config, _first_frames(config), NUM_CHUNKS)
+  samples_first_frame = sampling.generate(config, model_def, state["params"], text, jax.random.key(2),
+                                          num_chunks=NUM_CHUNKS, clean_x0=first_frame[0], clean_mask=first_frame[1])
   return dict(state=state, batch=batch, loss=loss, grads=grads, new_state=new_state, metrics=metrics,
-              samples=samples)
+              samples=samples, samples_first_frame=samples_first_frame)
+
+
+def _first_frames(config):
+  """Clean first latent frames [B, h, w, c] to give the sampler (image-to-video)."""
+  h, w, c = config_lib.latent_shape(config)
+  return np.asarray(jax.random.normal(jax.random.key(9), (BATCH, h, w, c)))
 
 
 def _close(a, b):
@@ -94,6 +104,30 @@ def test_sharded_sampler_matches_single_device(reference, axes):
                               num_chunks=NUM_CHUNKS, mesh=mesh)
   assert samples.sharding.spec == mesh_lib.VIDEO
   np.testing.assert_allclose(np.asarray(samples), np.asarray(reference["samples"]), atol=1e-5, rtol=1e-5)
+
+  # Image-to-video on the mesh: each device holds its own given frames; the same compiled program serves it.
+  clean_x0, clean_mask = sampling.first_frame_condition(config, _first_frames(config), NUM_CHUNKS)
+  given = sampling.generate(config, model_def, reference["state"]["params"], text, jax.random.key(2),
+                            num_chunks=NUM_CHUNKS, mesh=mesh, clean_x0=clean_x0, clean_mask=clean_mask)
+  np.testing.assert_allclose(np.asarray(given), np.asarray(reference["samples_first_frame"]), atol=1e-5, rtol=1e-5)
+  np.testing.assert_allclose(np.asarray(given)[:, 0, 0], np.asarray(clean_x0)[:, 0, 0], atol=1e-6)
+  assert float(np.abs(np.asarray(given) - np.asarray(samples)).max()) > 1e-3
+
+  compiled = [fn for key, fn in sampling._CACHE.items() if key[0] == "sharded" and key[1] is model_def]
+  assert len(compiled) == 1 and compiled[0]._cache_size() == 1, "the sharded sampler recompiled"
+
+
+def test_full_mode_refuses_a_split_chunk_axis():
+  """One window over the whole video cannot be built from each device's local chunks: a clear error at trace
+  time (validate() rejects model.window_mode='full' with mesh.chunk > 1 before that)."""
+  config = tiny_test_config(**{"model.window_mode": "full", "mesh.chunk": 2, "mesh.data": 4,
+                               "data.batch_size": BATCH})
+  mesh = mesh_lib.make_mesh(config)
+  model_def = train_lib.ModelDef(config)
+  loss_sums = train_lib.make_loss_sums(model_def, config, mesh)
+  batch = _batch(config)
+  with pytest.raises(ValueError, match="full mode"):
+    jax.eval_shape(loss_sums, model_def.abstract_params(), batch["frames"], batch["text_tokens"], jax.random.key(0))
 
 
 def test_sharded_sampler_with_rescheduled_noise_matches_single_device(reference):
