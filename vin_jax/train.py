@@ -41,11 +41,20 @@ def learning_rate_schedule(config) -> optax.Schedule:
                                             end_value=0.1 * t.learning_rate)
 
 
+def decay_mask(params):
+  """True for the parameters that weight decay shrinks: the weight matrices of linear layers (leaves named
+  `kernel`). Biases, norm scales, AdaLN tables, learned tokens (`global_init`, the null text embedding) and
+  embeddings (positions, bytes) are not decayed: pulling them to zero regularises nothing useful."""
+  return jax.tree_util.tree_map_with_path(lambda path, leaf: getattr(path[-1], "key", None) == "kernel", params)
+
+
 def make_optimizer(config) -> optax.GradientTransformation:
-  """AdamW on the schedule above, after global-norm clipping (train.grad_clip = 0 turns it off)."""
+  """AdamW on the schedule above, after global-norm clipping (train.grad_clip = 0 turns it off); weight
+  decay on `decay_mask`'s matrices only."""
   t = config.train
   chain = [optax.clip_by_global_norm(t.grad_clip)] if t.grad_clip > 0 else []
-  chain.append(optax.adamw(learning_rate_schedule(config), b1=0.9, b2=0.99, weight_decay=t.weight_decay))
+  chain.append(optax.adamw(learning_rate_schedule(config), b1=0.9, b2=0.99, weight_decay=t.weight_decay,
+                           mask=decay_mask))
   return optax.chain(*chain)
 
 

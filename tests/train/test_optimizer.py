@@ -1,0 +1,47 @@
+"""Weight decay shrinks the weight matrices only (not norms, AdaLN tables, learned tokens or embeddings)."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.tree_util import keystr, tree_flatten_with_path
+
+from vin_jax import train as train_lib
+from vin_jax.model import ModelDef
+
+from tests.model.helpers import tiny_test_config
+
+NOT_DECAYED = ("dit.blocks.0.table", "dit.final_table", "vin.global_init", "text.null", "text.pos",
+               "text.embed.embedding", "dit.blocks.0.attn.q_norm.scale", "vin.out_norm.scale", "dit.final.bias")
+DECAYED = ("dit.blocks.0.attn.q.kernel", "dit.blocks.1.mlp.fc2.kernel", "vin.cross.k.kernel", "dit.final.kernel",
+           "text.blocks.0.mlp.fc1.kernel")
+
+
+def _by_name(tree):
+  return {keystr(path, simple=True, separator="."): leaf for path, leaf in tree_flatten_with_path(tree)[0]}
+
+
+def test_decay_mask_selects_the_kernels():
+  params = ModelDef(tiny_test_config()).abstract_params()
+  mask = _by_name(train_lib.decay_mask(params))
+  for name in NOT_DECAYED:
+    assert mask[name] is False, name
+  for name in DECAYED:
+    assert mask[name] is True, name
+  assert all(value == name.endswith(".kernel") for name, value in mask.items())
+
+
+def test_weight_decay_leaves_the_other_parameters_alone():
+  """With zero gradients AdamW's update is the decay alone: kernels shrink, everything else stays exactly."""
+  config = tiny_test_config(**{"train.weight_decay": 0.1, "train.grad_clip": 0.0})
+  params = ModelDef(config).init(jax.random.key(0))
+  params = jax.tree.map(lambda x: x + 1.0, params)   # no zero-initialised leaf: every one could shrink
+  optimizer = train_lib.make_optimizer(config)
+  state = optimizer.init(params)
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  new = params
+  for _ in range(3):   # the first step has learning rate 0 (warmup from 0)
+    updates, state = optimizer.update(zeros, state, new)
+    new = jax.tree.map(lambda p, u: p + u, new, updates)
+  before, after = _by_name(params), _by_name(new)
+  for name in before:
+    changed = not np.array_equal(np.asarray(before[name]), np.asarray(after[name]))
+    assert changed == name.endswith(".kernel"), name
