@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from vin_jax.data import sprites
+from vin_jax.data.sprites import generate_video
 from vin_jax.evaluation import attributes
 
 
@@ -64,11 +65,8 @@ def test_blank_video_is_not_consistent():
   assert result["identity_consistency"] == result["all_chunks_agree"] == 0.0
 
 
-def test_generated_sprite_video_if_available():
-  generate = getattr(sprites, "generate_video", None)
-  if generate is None:
-    pytest.skip("vin_jax.data.sprites.generate_video does not exist yet")
-  video = generate(3, num_frames=16, height=16, width=16, num_sprites=1, sprite_size=6, max_speed=1.0,
+def test_generated_sprite_video():
+  video = generate_video(3, num_frames=16, height=16, width=16, num_sprites=1, sprite_size=6, max_speed=1.0,
                    caption_detail=0)
   true_color = sprites.COLOR_NAMES[int(video["colors"][0])]
   result = attributes.attribute_consistency(video["frames"], 4, true_colors=[true_color])
