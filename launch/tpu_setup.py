@@ -3,7 +3,8 @@
   python launch/tpu_setup.py --project=P --zone=Z --tpu_name=vin-pod [--ref=HEAD] [--dry-run]
 
 Steps: `git archive` of --ref into a local tarball; `tpu-vm scp` to all workers; on all workers, unpack into
-~/vin_jax, make a Python 3.11 venv ~/vin_venv with uv (TPU VM images ship an older Python; setup.py needs 3.11)
+~/vin_jax, make a Python 3.11 venv ~/vin_venv with uv (pinned, from PyPI with pip; TPU VM images ship an older Python;
+setup.py needs 3.11)
 and `uv pip install -e ~/vin_jax "jax[tpu]==<the jax pin of setup.py>"`. Uncommitted changes are not copied:
 commit first. Re-running replaces the code and keeps the venv, so it is also how to update the code.
 """
@@ -19,7 +20,8 @@ import common  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 SETTINGS = ("project", "zone", "tpu_name")
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-UV_INSTALLER = "https://astral.sh/uv/install.sh"
+# uv comes from PyPI at this exact version (no `curl | sh` of an unpinned installer on every worker).
+UV_VERSION = "0.13.9"
 
 
 def jax_pin(setup_py=os.path.join(REPO_ROOT, "setup.py")):
@@ -35,7 +37,8 @@ def install_script(jax_version, python_version):
   jax_tpu = shlex.quote(f"jax[tpu]=={jax_version}")
   return common.bash_script(
       'export PATH="$HOME/.local/bin:$PATH"',
-      f"command -v uv >/dev/null || curl -LsSf {UV_INSTALLER} | sh",
+      f'[ "$(uv --version 2>/dev/null | cut -d" " -f2)" = "{UV_VERSION}" ] || '
+      f"python3 -m pip install --user --quiet 'uv=={UV_VERSION}'",
       f"rm -rf {common.REMOTE_CODE_DIR} && mkdir -p {common.REMOTE_CODE_DIR}",
       f"tar -xzf {common.REMOTE_TARBALL} -C {common.REMOTE_CODE_DIR}",
       f"[ -x {common.REMOTE_PYTHON} ] || uv venv --python {shlex.quote(python_version)} {common.REMOTE_VENV}",

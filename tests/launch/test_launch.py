@@ -137,7 +137,12 @@ def test_setup_dry_run_copies_then_installs():
   install = remote_command(commands[ssh])
   pin = re.search(r'"jax==([^"]+)"', (REPO / "setup.py").read_text()).group(1)
   assert f"'jax[tpu]=={pin}'" in install and "pip install" in install and "-e ./vin_jax" in install
-  assert install.index("tar -xzf vin_jax.tar.gz") < install.index("pip install")
+  assert install.index("tar -xzf vin_jax.tar.gz") < install.index("uv pip install")
+  # uv at a pinned version from PyPI, not an unpinned `curl | sh` installer
+  assert "curl" not in install and "| sh" not in install
+  uv_pin = re.search(r'UV_VERSION = "([^"]+)"', (REPO / "launch" / "tpu_setup.py").read_text()).group(1)
+  assert f"pip install --user --quiet 'uv=={uv_pin}'" in install
+  assert install.index("uv==") < install.index("uv venv")
   assert_same_tpu(commands)
 
 
