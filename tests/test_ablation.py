@@ -13,6 +13,8 @@ import pytest
 from vin_jax import ablation
 from vin_jax import config as config_lib
 
+from tests.conftest import SUBPROCESS_TIMEOUT_SECONDS
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -169,7 +171,7 @@ def test_cli_rejects_an_unknown_row_before_writing_anything(tmp_path):
   workdir = tmp_path / "never"
   result = subprocess.run([sys.executable, "-m", "vin_jax.main", "ablate", "--config=configs/micro.py:test",
                            f"--workdir={workdir}", "--config.ablation.rows=no_fusion,bogus"],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_SECONDS)
   assert result.returncode == 2 and "Traceback" not in result.stderr
   assert "ablation.rows" in result.stderr and "bogus" in result.stderr
   assert not workdir.exists()

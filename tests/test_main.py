@@ -6,11 +6,13 @@ import sys
 
 import pytest
 
+from tests.conftest import SUBPROCESS_TIMEOUT_SECONDS
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 COMMANDS = ("data", "train", "sample", "evaluate", "ablate")
 
 
-def run_cli(*args, timeout=120):
+def run_cli(*args, timeout=SUBPROCESS_TIMEOUT_SECONDS):
   env = {k: v for k, v in os.environ.items() if not k.startswith(("VIN_", "XLA_", "TPU_"))}
   env["JAX_PLATFORMS"] = "cpu"
   return subprocess.run([sys.executable, "-m", "vin_jax.main", *args], cwd=REPO, env=env, capture_output=True,

@@ -15,7 +15,7 @@ if str(REPO) not in sys.path:  # the package may not be pip-installed in the tes
   sys.path.insert(0, str(REPO))
 
 from vin_jax.parallel import distributed  # pylint: disable=g-import-not-at-top,wrong-import-position
-TIMEOUT_SECONDS = 120
+from tests.conftest import SUBPROCESS_TIMEOUT_SECONDS as TIMEOUT_SECONDS  # noqa: E402
 
 # Process p holds rows [4p, 4p+4) of x_8x3[i, j] = 3i + j, so the global sum is sum(range(24)) = 276.
 CHILD_SCRIPT = textwrap.dedent("""

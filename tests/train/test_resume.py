@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, SUBPROCESS_TIMEOUT_SECONDS
 
 STEPS, CHECKPOINT_EVERY = 300, 30   # long enough after the first checkpoint to be killed mid-run
 COMMON = ["--config.data.bucket_chunks=(2,)", "--config.data.bucket_weights=(1.0,)", "--config.train.log_every=1",
@@ -122,7 +122,7 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path, data_dir):
   while not (metrics.exists() and metrics.read_text().count("\n") >= 3) and time.time() < deadline:
     time.sleep(0.05)
   process.send_signal(signal.SIGTERM)
-  out, _ = process.communicate(timeout=120)
+  out, _ = process.communicate(timeout=SUBPROCESS_TIMEOUT_SECONDS)
   assert process.returncode == 0
   assert "SIGTERM" in out
   step, _ = _final_params(workdir)
