@@ -26,7 +26,7 @@ def clean_env(**extra):
   return env
 
 
-def run_script(name, *args, env=None, timeout=30):
+def run_script(name, *args, env=None, timeout=300):
   return subprocess.run([sys.executable, str(LAUNCH / name), *args], capture_output=True, text=True,
                         env=clean_env() if env is None else env, timeout=timeout, check=False)
 
@@ -208,7 +208,7 @@ def _fake_worker_home(tmp_path):
 
 def _on_worker(home, script):
   return subprocess.run(["bash", "-c", script], cwd=home, env=clean_env(HOME=str(home)), capture_output=True,
-                        text=True, timeout=20, check=False)
+                        text=True, timeout=300, check=False)
 
 
 def test_run_remote_scripts_start_refuse_and_stop_a_job(tmp_path):
@@ -342,7 +342,7 @@ def test_local_failing_child_stops_the_others():
   result = run_script("local.py", "--num_processes=2", "--", sys.executable, "-c", child)
   assert result.returncode == 3, (result.stdout, result.stderr)
   assert "[p1] failing" in result.stdout and "p1 exited with 3" in result.stderr
-  assert time.monotonic() - start < 20  # p0 was stopped, not waited for
+  assert time.monotonic() - start < 45  # p0 (sleeping 60 s) was stopped, not waited for
   for pid in re.findall(r"pid=(\d+)", result.stderr):
     assert not _alive(int(pid))
 
