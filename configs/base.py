@@ -91,6 +91,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict()
   c.data.name = "sprites"
   c.data.video_dir = ""             # data.name == "video_folder": the folder of videos (+ optional .txt captions)
+  # data.name == "video_folder": clips held out of train into the validation split (the prompts and first frames
+  # of sample, evaluate and ablate), as whole videos from the end of the sorted listing so that no video is in
+  # both splits. A small folder gives validation every video but the first, even if they hold fewer clips.
+  c.data.validation_clips = 8
   c.data.data_dir = ""              # empty: $TFDS_DATA_DIR, else WORKDIR/data
   c.data.num_examples = 256
   c.data.num_frames = 32            # pixel frames per stored video (>= the longest bucket)

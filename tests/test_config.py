@@ -103,6 +103,8 @@ INVALID = [
     ("full_attention_split_over_chunk_devices", _set(**{"model.window_mode": "full", "mesh.chunk": 2}),
      "model.window_mode"),
     ("video_folder_without_video_dir", _set(**{"data.name": "video_folder"}), "data.video_dir"),
+    ("video_folder_without_validation", _set(**{"data.name": "video_folder", "data.video_dir": "/videos",
+                                                "data.validation_clips": 0}), "data.validation_clips"),
     ("sprite_bigger_than_frame", _set(**{"data.sprite_size": 17}), "data.sprite_size"),
     ("freenoise_stride_longer_than_chunk", _set(**{"sampling.method": "freenoise", "sampling.freenoise_stride": 9}),
      "sampling.freenoise_stride"),

@@ -220,6 +220,9 @@ def validate(config, num_devices: int | None = None, *, purpose: str = "train") 
 
   if config.data.name == "video_folder" and not config.data.video_dir:
     fail("data.video_dir", "must name a folder of videos when data.name='video_folder'")
+  if config.data.name == "video_folder" and config.data.validation_clips < 1:
+    fail("data.validation_clips", "must be >= 1: sample (without --prompt), evaluate and ablate read the "
+         "validation split")
 
   # Sampling.
   s = config.sampling

@@ -1,3 +1,5 @@
+import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -5,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 
+from tests.conftest import REPO, SUBPROCESS_TIMEOUT_SECONDS
 from vin_jax.data import builder, sprites
 
 
@@ -115,19 +118,24 @@ def test_video_folder_clips(config, video_dir, tmp_path):
   config = video_folder_config(config, video_dir)
   builder.build_dataset(config, tmp_path)
   source = builder.data_source(config, tmp_path, "train")
+  validation = builder.data_source(config, tmp_path, "validation")
   sources = [source[i]["source"].decode() for i in range(len(source))]
-  assert sources == ["ramp.mp4"] * 5 + ["sub/short.mp4"]  # 20 frames -> 5 clips of 4; 6 frames -> 1 clip
+  assert sources == ["ramp.mp4"] * 5  # 20 frames -> 5 clips of 4
+  # 6 frames -> 1 clip: fewer than data.validation_clips=8, but the first video stays in train
+  assert [validation[i]["source"].decode() for i in range(len(validation))] == ["sub/short.mp4"]
   first = source[1]
   assert first["frames"].shape == (4, 16, 16, 3) and first["frames"].dtype == np.uint8
-  assert first["caption"].decode() == "a red ramp" and source[5]["caption"].decode() == ""
+  assert first["caption"].decode() == "a red ramp" and validation[0]["caption"].decode() == ""
   assert int(first["start_frame"]) == 4
   red = first["frames"][..., 0].mean(axis=(1, 2))
   np.testing.assert_allclose(red, np.arange(4, 8) * 12, atol=4)
 
-  again = tmp_path / "again"
+  again = tmp_path.with_name(tmp_path.name + "-again")  # not under tmp_path, whose files are compared
   builder.build_dataset(config, again)
-  for a, b in zip(record_files(tmp_path), record_files(again)):
-    assert a.read_bytes() == b.read_bytes()
+  first, second = record_files(tmp_path), record_files(again)
+  assert len(first) == 2 and [p.relative_to(tmp_path) for p in first] == [p.relative_to(again) for p in second]
+  for a, b in zip(first, second):
+    assert a.read_bytes() == b.read_bytes(), a.name
 
 
 def test_video_folder_feeds_the_pipeline(config, video_dir, tmp_path):
@@ -145,3 +153,126 @@ def test_video_folder_needs_a_folder(config, tmp_path):
   config.data.video_dir = str(tmp_path / "missing")
   with pytest.raises(FileNotFoundError, match="data.video_dir"):
     builder.make_builder(config, tmp_path)
+
+
+# Real encoded videos from ffmpeg's test sources: (file, source filter, seconds at 8 fps, caption). At the
+# builder tests' 4-frame clips they hold 12, 8, 4 and 4 clips; at configs/tiny.py:test's 16 frames 3, 2, 1, 1.
+FFMPEG_VIDEOS = (("1_testsrc.mp4", "testsrc", 6, "a test pattern with a counter"),
+                 ("2_testsrc2.mp4", "testsrc2", 4, "a colourful test pattern"),
+                 ("3_smptebars.mp4", "smptebars", 2, "colour bars"),
+                 ("4_more/mandelbrot.mp4", "mandelbrot", 2, "a mandelbrot zoom"))
+FFMPEG_CLIPS = {name: seconds * 2 for name, _, seconds, _ in FFMPEG_VIDEOS}  # 8 fps / 4 frames a clip
+CAPTIONS = {name: caption for name, _, _, caption in FFMPEG_VIDEOS}
+
+
+@pytest.fixture(scope="module")
+def ffmpeg_video_dir(tmp_path_factory):
+  import imageio_ffmpeg
+  root = tmp_path_factory.mktemp("ffmpeg_videos")
+  for name, source, seconds, caption in FFMPEG_VIDEOS:
+    path = root / name
+    path.parent.mkdir(exist_ok=True)
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi", "-i",
+                    f"{source}=size=64x48:rate=8", "-t", str(seconds), "-pix_fmt", "yuv420p", str(path)],
+                   check=True, capture_output=True)
+    path.with_suffix(".txt").write_text(caption + "\n")
+  return root
+
+
+def clips_of(source):
+  return [(source[i]["source"].decode(), int(source[i]["start_frame"])) for i in range(len(source))]
+
+
+def test_video_folder_validation_holds_whole_videos(config, ffmpeg_video_dir, tmp_path):
+  config = video_folder_config(config, ffmpeg_video_dir)  # data.validation_clips: the default 8
+  assert config.data.validation_clips == 8
+  builder.build_dataset(config, tmp_path)
+  train = builder.data_source(config, tmp_path, "train")
+  validation = builder.data_source(config, tmp_path, "validation")
+  # From the end of the listing: mandelbrot (4 clips), smptebars (4 more: 8) -> validation.
+  names = list(FFMPEG_CLIPS)
+  assert clips_of(train) == [(n, 4 * k) for n in names[:2] for k in range(FFMPEG_CLIPS[n])]
+  assert clips_of(validation) == [(n, 4 * k) for n in names[2:] for k in range(FFMPEG_CLIPS[n])]
+  assert len(train) == 20 and len(validation) == 8
+  # no clip, and no source video, in both splits
+  assert not {s for s, _ in clips_of(train)} & {s for s, _ in clips_of(validation)}
+  train_frames = {train[i]["frames"].tobytes() for i in range(len(train))}
+  assert not any(validation[i]["frames"].tobytes() in train_frames for i in range(len(validation)))
+  for source in (train, validation):
+    for i in range(len(source)):
+      assert source[i]["caption"].decode() == CAPTIONS[source[i]["source"].decode()]
+      assert source[i]["frames"].shape == (4, 16, 16, 3) and source[i]["frames"].std() > 0
+
+  again = tmp_path.with_name(tmp_path.name + "-again")  # not under tmp_path, whose files are compared
+  builder.build_dataset(config, again)
+  first, second = record_files(tmp_path), record_files(again)
+  assert len(first) == 2 and [p.relative_to(tmp_path) for p in first] == [p.relative_to(again) for p in second]
+  for a, b in zip(first, second):
+    assert a.read_bytes() == b.read_bytes(), a.name
+
+
+@pytest.mark.parametrize("validation_clips, start", [(1, 3), (4, 3), (5, 2), (8, 2), (9, 1), (100, 1)])
+def test_validation_takes_whole_videos_from_the_end(config, ffmpeg_video_dir, validation_clips, start):
+  # Clips per video: 12, 8, 4, 4. The first video always stays in train, however many clips are asked for.
+  config = video_folder_config(config, ffmpeg_video_dir)
+  config.data.validation_clips = validation_clips
+  c = builder.video_folder_config_from(config)
+  assert builder.validation_start(builder.list_videos(ffmpeg_video_dir), c) == start
+
+
+def test_validation_clips_chooses_the_directory(config, ffmpeg_video_dir):
+  config = video_folder_config(config, ffmpeg_video_dir)
+  name = builder.video_folder_config_from(config).name
+  assert name == builder.video_folder_config_from(config).name
+  config.data.validation_clips = 4
+  assert builder.video_folder_config_from(config).name != name
+  config.data.validation_clips = 0
+  with pytest.raises(ValueError, match="data.validation_clips=0"):
+    builder.video_folder_config_from(config)
+
+
+def test_one_video_cannot_be_split(config, ffmpeg_video_dir, tmp_path):
+  folder = tmp_path / "one"
+  folder.mkdir()
+  (folder / "only.mp4").write_bytes((ffmpeg_video_dir / "1_testsrc.mp4").read_bytes())
+  config = video_folder_config(config, folder)
+  with pytest.raises(ValueError, match="data.validation_clips=8.*holds 1 video"):
+    builder.build_dataset(config, tmp_path / "data")
+
+
+def test_train_left_without_a_clip_raises(config, ffmpeg_video_dir, tmp_path):
+  import imageio_ffmpeg
+  folder = tmp_path / "short_first"
+  folder.mkdir()
+  subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi", "-i",
+                  "testsrc=size=64x48:rate=8", "-t", "0.25", "-pix_fmt", "yuv420p", str(folder / "a.mp4")],
+                 check=True, capture_output=True)  # 2 frames: shorter than a clip of 4
+  (folder / "b.mp4").write_bytes((ffmpeg_video_dir / "3_smptebars.mp4").read_bytes())
+  config = video_folder_config(config, folder)
+  with pytest.raises(ValueError, match="data.validation_clips=8"):
+    builder.build_dataset(config, tmp_path / "data")
+
+
+def test_video_folder_command_line_end_to_end(ffmpeg_video_dir, tmp_path):
+  """data, train, sample without --prompt (the validation captions) and evaluate on a folder of videos."""
+  workdir, out = tmp_path / "run", tmp_path / "run" / "samples"
+  env = {k: v for k, v in os.environ.items() if not k.startswith(("VIN_", "XLA_", "TPU_", "TFDS_"))}
+  env["JAX_PLATFORMS"] = "cpu"  # one CPU device, as a user's run
+  common = ["--config=configs/tiny.py:test", f"--workdir={workdir}", "--config.data.name=video_folder",
+            f"--config.data.video_dir={ffmpeg_video_dir}", "--config.data.bucket_chunks=(1,)",
+            "--config.data.bucket_weights=(1.0,)"]
+  commands = (["data", *common],
+              ["train", *common, "--config.train.steps=2"],
+              ["sample", *common, f"--out={out}", "--num_chunks=2", "--config.sampling.num_steps=2"],
+              ["evaluate", f"--samples={out}"])
+  for command in commands:
+    result = subprocess.run([sys.executable, "-m", "vin_jax.main", *command], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_SECONDS)
+    assert result.returncode == 0, (command[0], result.stderr[-3000:])
+  info = json.loads((out / "sample_info.json").read_text())
+  # 16-frame clips: 3, 2, 1, 1 per video; validation_clips=8 asks for more than the last three videos hold,
+  # so they are all validation and the first validation clip is the second video's.
+  assert info["prompts"] == [CAPTIONS["2_testsrc2.mp4"]] and info["num_chunks"] == 2
+  for name in ("sample_00.mp4", "sample_00.gif", "contact_sheet.png", "samples.npz", "metrics.json"):
+    assert (out / name).is_file(), name
+  assert json.loads((out / "metrics.json").read_text())["num_videos"] == 1

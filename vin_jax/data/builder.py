@@ -155,7 +155,8 @@ def list_videos(video_dir: str | pathlib.Path) -> list[pathlib.Path]:
 
 @dataclasses.dataclass(eq=False)
 class VideoFolderConfig(tfds.core.BuilderConfig):
-  """Clips of `num_frames` frames at `fps`, centre-cropped and resized to height x width.
+  """Clips of `num_frames` frames at `fps`, centre-cropped and resized to height x width; `validation_clips`
+  sets the size of the validation split (see `VideoFolder`).
 
   The name carries a digest of the folder's path and listing (names and sizes), so adding a video builds anew.
   """
@@ -164,26 +165,32 @@ class VideoFolderConfig(tfds.core.BuilderConfig):
   height: int = 16
   width: int = 16
   fps: float = 8.0
+  validation_clips: int = 8  # at least this many clips, as whole videos, unless the folder is too small
 
   @classmethod
   def from_settings(cls, **settings) -> "VideoFolderConfig":
     probe = cls(name="probe", **settings)
+    if int(probe.validation_clips) < 1:
+      raise ValueError(f"data.validation_clips={probe.validation_clips} must be >= 1: sample (without --prompt), "
+                       "evaluate and ablate read the validation split")
     root = pathlib.Path(probe.video_dir).resolve()
     listing = [f"{p.relative_to(root)}:{p.stat().st_size}" for p in list_videos(root)]
     digest = hashlib.sha1("\n".join([str(root), *listing]).encode()).hexdigest()[:10]
     stem = re.sub(r"[^\w\-.]", "_", root.name) or "videos"
-    name = f"{stem}-t{probe.num_frames}-{probe.height}x{probe.width}-fps{float(probe.fps)!r}-{digest}"
+    name = (f"{stem}-t{probe.num_frames}-{probe.height}x{probe.width}-fps{float(probe.fps)!r}"
+            f"-val{int(probe.validation_clips)}-{digest}")
     return cls(name=name, description=f"Video folder {root}: {name}", **settings)
 
 
 def video_folder_config_from(config) -> VideoFolderConfig:
-  """The builder config of a run config; needs `data.video_dir` (not in configs/base.py yet)."""
+  """The builder config of a run config; needs `data.video_dir`."""
   d = config.data
   video_dir = d.get("video_dir", None)
   if not video_dir:
     raise ValueError(f"data.name='video_folder' needs data.video_dir (a folder of videos), got {video_dir!r}")
   return VideoFolderConfig.from_settings(video_dir=str(video_dir), num_frames=int(d.num_frames),
-                                         height=int(d.height), width=int(d.width), fps=float(d.fps))
+                                         height=int(d.height), width=int(d.width), fps=float(d.fps),
+                                         validation_clips=int(d.validation_clips))
 
 
 def _decoded_frames(path: pathlib.Path, height: int, width: int, fps: float):
@@ -202,8 +209,61 @@ def _decoded_frames(path: pathlib.Path, height: int, width: int, fps: float):
     yield np.frombuffer(buffer, np.uint8).reshape(height, width, 3)
 
 
+def _clips(path: pathlib.Path, c: VideoFolderConfig):
+  """Streams (start_frame, uint8 [num_frames, H, W, 3]) of the non-overlapping clips of one video; a shorter
+  tail is dropped."""
+  clip, start_frame = [], 0
+  for frame in _decoded_frames(path, c.height, c.width, c.fps):
+    clip.append(frame)
+    if len(clip) == c.num_frames:
+      yield start_frame, np.stack(clip)
+      clip, start_frame = [], start_frame + c.num_frames
+
+
+def _count_clips(path: pathlib.Path, c: VideoFolderConfig, enough: int) -> int:
+  """Clips of one video, counted up to `enough` (decoding stops there)."""
+  count = 0
+  with contextlib.closing(_clips(path, c)) as clips:
+    for _ in clips:
+      count += 1
+      if count >= enough:
+        break
+  return count
+
+
+def validation_start(videos: list[pathlib.Path], c: VideoFolderConfig) -> int:
+  """Index into the sorted listing `videos` of the first validation video (see `VideoFolder`).
+
+  Takes videos from the end of the listing until they hold `validation_clips` clips, never the first video.
+  """
+  if len(videos) < 2:
+    raise ValueError(
+        f"data.validation_clips={c.validation_clips}: data.video_dir={c.video_dir!r} holds {len(videos)} video, "
+        "but the validation split holds whole videos, so that no video is in both splits: add a second video "
+        "(or cut this one in two, e.g. with ffmpeg -ss/-t)")
+  start, held = len(videos), 0
+  while start > 1 and held < c.validation_clips:
+    start -= 1
+    held += _count_clips(videos[start], c, c.validation_clips - held)
+  if held == 0:
+    raise ValueError(
+        f"data.validation_clips={c.validation_clips}: no video of data.video_dir={c.video_dir!r} after the first "
+        f"({videos[0].name}) holds a clip of data.num_frames={c.num_frames} frames at data.fps={c.fps}, so the "
+        "validation split would be empty: add longer videos")
+  return start
+
+
 class VideoFolder(_ReproducibleBuilder):
-  """Non-overlapping clips of every video in a folder; a video's caption is its sidecar `<stem>.txt`, or ""."""
+  """Non-overlapping clips of every video in a folder; a video's caption is its sidecar `<stem>.txt`, or "".
+
+  Splits: `validation` holds whole videos taken from the end of the sorted listing (`list_videos`) until they
+  hold at least `data.validation_clips` clips; `train` holds every other video. No video is in both splits,
+  and the split depends only on the listing and the clip settings, so rebuilds are identical. The first video
+  always stays in train: in a small folder validation gets every later video, even if they hold fewer clips
+  than asked for (`validation_inputs` then repeats them). A folder of one video, or one whose videos after the
+  first are all shorter than a clip, raises a ValueError naming `data.validation_clips`; so does a train split
+  left without a clip (its videos all shorter than one clip).
+  """
 
   name = "video_folder"
   VERSION = tfds.core.Version("1.0.0")
@@ -225,30 +285,35 @@ class VideoFolder(_ReproducibleBuilder):
 
   def _split_generators(self, dl_manager):
     del dl_manager
-    return {"train": self._generate_examples()}
-
-  def _generate_examples(self):
     c: VideoFolderConfig = self.builder_config
-    root = pathlib.Path(c.video_dir).resolve()
-    videos = list_videos(root)
+    videos = list_videos(pathlib.Path(c.video_dir).resolve())
     if not videos:
       raise ValueError(f"data.video_dir={c.video_dir!r} holds no video ({', '.join(VIDEO_SUFFIXES)})")
+    start = validation_start(videos, c)
+    return {"train": self._generate_examples("train", videos, range(start)),
+            "validation": self._generate_examples("validation", videos, range(start, len(videos)))}
+
+  def _generate_examples(self, split: str, videos: list[pathlib.Path], indices: range):
+    c: VideoFolderConfig = self.builder_config
+    root = pathlib.Path(c.video_dir).resolve()
     count = 0
-    for file_index, path in enumerate(videos):
+    for file_index in indices:
+      path = videos[file_index]
       sidecar = path.with_suffix(".txt")
       caption = sidecar.read_text(encoding="utf-8").strip() if sidecar.exists() else ""
-      clip, start_frame = [], 0
-      for frame in _decoded_frames(path, c.height, c.width, c.fps):
-        clip.append(frame)
-        if len(clip) == c.num_frames:  # a shorter tail is dropped
-          yield f"{file_index:06d}-{start_frame:09d}", {
-              "frames": np.stack(clip), "caption": caption, "source": str(path.relative_to(root)),
-              "start_frame": np.int32(start_frame)}
-          count += 1
-          clip, start_frame = [], start_frame + c.num_frames
+      for start_frame, frames in _clips(path, c):
+        yield f"{file_index:06d}-{start_frame:09d}", {
+            "frames": frames, "caption": caption, "source": str(path.relative_to(root)),
+            "start_frame": np.int32(start_frame)}
+        count += 1
     if count == 0:
-      raise ValueError(f"data.num_frames={c.num_frames}: every video in {c.video_dir!r} is shorter than one clip "
-                       f"at data.fps={c.fps}")
+      if split == "train":
+        raise ValueError(
+            f"data.num_frames={c.num_frames}: the train videos of {c.video_dir!r} (all but the validation "
+            f"split's, see data.validation_clips={c.validation_clips}) are shorter than one clip at "
+            f"data.fps={c.fps}; add videos, or lower data.validation_clips (validation keeps at least the last video)")
+      raise ValueError(f"data.num_frames={c.num_frames}: the validation videos of {c.video_dir!r} are shorter "
+                       f"than one clip at data.fps={c.fps}")
 
 
 # ----------------------------------------------------------------------------------------------
