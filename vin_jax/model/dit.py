@@ -32,7 +32,8 @@ class WindowDiT(nnx.Module):
     self.adaln = layers.SharedAdaLN(width, 6, rngs=rngs)
     self.global_proj = nnx.Linear(config.vin.width, width, rngs=rngs) if use_global_tokens else None
     self.blocks = nnx.List([layers.DiTBlock(width, m.num_heads, m.mlp_ratio, config.text.width, rngs=rngs,
-                                            dtype=dtype) for _ in range(m.depth)])
+                                            dtype=dtype, attention_kind=m.attention) for _ in range(m.depth)])
+    self.remat = m.remat
     self.final_adaln = layers.SharedAdaLN(width, 2, rngs=rngs)
     self.final_table = nnx.Param(jnp.zeros((2, width), jnp.float32))
     self.final_norm = layers.RMSNorm(width, use_scale=False)
@@ -65,8 +66,7 @@ class WindowDiT(nnx.Module):
       g = self.global_proj(global_BxGxDv)
       segments.append(layers.Segment(g[:, None], self.adaln(self.time(t_video_B))[:, None]))
       key_mask = jnp.concatenate([key_mask, jnp.ones(g.shape[:2], bool)], axis=1)
-    for block in self.blocks:
-      segments = block(segments, text_BxLtxDt, text_mask_BxLt, key_mask)
+    segments = layers.run_blocks(self.blocks, segments, text_BxLtxDt, text_mask_BxLt, key_mask, remat=self.remat)
     x = segments[0].x
     mod = self.final_adaln(t_emb) + self.final_table[...]                        # [B, Tp, 2, D]
     x = self.final_norm(x) * (1 + mod[:, :, None, 1]) + mod[:, :, None, 0]

@@ -13,15 +13,63 @@ import jax.numpy as jnp
 from flax import nnx
 
 NEG_INF = -1e30
+# model.attention: "einsum" materialises fp32 [B, H, Q, K] logits (the reference); "blocked" runs query blocks
+# of BLOCK_QUERIES one at a time, each rematerialised in the backward pass, so logits never exist for all
+# queries at once (memory-efficient attention, Rabe & Staats 2021; same numbers); "xla" / "cudnn" are
+# jax.nn.dot_product_attention's implementations. "auto": cudnn on GPU, blocked on TPU, einsum on CPU.
+ATTENTION_KINDS = ("auto", "einsum", "blocked", "xla", "cudnn")
+BLOCK_QUERIES = 1024
+# model.remat: "none"; "full" recomputes each block in the backward pass (keeps only its input); "dots"
+# saves the outputs of matmuls without batch dimensions (the linear layers), recomputes the rest.
+REMAT_POLICIES = ("none", "full", "dots")
 
 
-def attention(q_BxQxHxDh, k_BxKxHxDh, v_BxKxHxDh, key_mask_BxK=None, *, return_lse: bool = False):
-  """Softmax attention in fp32. Returns out [B, Q, H, Dh] (and lse [B, Q, H] if asked).
+def resolve_attention(kind: str) -> str:
+  """model.attention -> the implementation used on this backend."""
+  if kind not in ATTENTION_KINDS:
+    raise ValueError(f"model.attention={kind!r} must be one of {ATTENTION_KINDS}")
+  if kind != "auto":
+    return kind
+  return {"gpu": "cudnn", "tpu": "blocked"}.get(jax.default_backend(), "einsum")
 
-  Written with einsum + logsumexp (not jax.nn.dot_product_attention) so that the log-sum-exp carries a
-  gradient: the distributed VIN cross-attention combines partial results by their lse.
-  A query whose keys are all masked gets lse = -1e30 and output 0.
+
+def attention(q_BxQxHxDh, k_BxKxHxDh, v_BxKxHxDh, key_mask_BxK=None, *, return_lse: bool = False,
+              kind: str = "einsum"):
+  """Softmax attention, softmax statistics in fp32. Returns out [B, Q, H, Dh] (and lse [B, Q, H] if asked).
+
+  A query whose keys are all masked gets output 0 (and lse = -1e30). `kind` is a resolved model.attention.
+  The lse path (the VIN's distributed keyframe combine) is einsum + logsumexp, not
+  jax.nn.dot_product_attention, because that lse must carry a gradient.
   """
+  if return_lse or kind == "einsum":
+    return _einsum_attention(q_BxQxHxDh, k_BxKxHxDh, v_BxKxHxDh, key_mask_BxK, return_lse=return_lse)
+  if kind == "blocked":
+    return _blocked_attention(q_BxQxHxDh, k_BxKxHxDh, v_BxKxHxDh, key_mask_BxK)
+  if kind in ("xla", "cudnn"):
+    mask = None if key_mask_BxK is None else key_mask_BxK[:, None, None, :]
+    out = jax.nn.dot_product_attention(q_BxQxHxDh, k_BxKxHxDh, v_BxKxHxDh, mask=mask, implementation=kind)
+    if key_mask_BxK is not None:  # all keys masked: 0, as the reference (dot_product_attention averages)
+      out = jnp.where(jnp.any(key_mask_BxK, axis=-1)[:, None, None, None], out, 0).astype(out.dtype)
+    return out
+  raise ValueError(f"attention kind={kind!r} must be a resolved model.attention ({ATTENTION_KINDS[1:]})")
+
+
+def _blocked_attention(q_BxQxHxDh, k_BxKxHxDh, v_BxKxHxDh, key_mask_BxK):
+  """Exact attention over query blocks of BLOCK_QUERIES (the last padded), one at a time, rematerialised."""
+  b, q_len = q_BxQxHxDh.shape[:2]
+  if q_len <= BLOCK_QUERIES:
+    return _einsum_attention(q_BxQxHxDh, k_BxKxHxDh, v_BxKxHxDh, key_mask_BxK)
+  num_blocks = -(-q_len // BLOCK_QUERIES)
+  pad = num_blocks * BLOCK_QUERIES - q_len
+  q = jnp.pad(q_BxQxHxDh, ((0, 0), (0, pad), (0, 0), (0, 0)))
+  blocks = jnp.moveaxis(q.reshape(b, num_blocks, BLOCK_QUERIES, *q.shape[2:]), 1, 0)   # [nb, B, bq, H, Dh]
+  one_block = jax.checkpoint(lambda qb: _einsum_attention(qb, k_BxKxHxDh, v_BxKxHxDh, key_mask_BxK))
+  out = jax.lax.map(one_block, blocks)                                                 # [nb, B, bq, H, Dh]
+  return jnp.moveaxis(out, 0, 1).reshape(b, num_blocks * BLOCK_QUERIES, *out.shape[3:])[:, :q_len]
+
+
+def _einsum_attention(q_BxQxHxDh, k_BxKxHxDh, v_BxKxHxDh, key_mask_BxK=None, *, return_lse: bool = False):
+  """The reference: fp32 logits [B, H, Q, K] with einsum + logsumexp (its lse carries a gradient)."""
   dtype = q_BxQxHxDh.dtype
   scale = 1.0 / math.sqrt(q_BxQxHxDh.shape[-1])
   logits_BxHxQxK = jnp.einsum("bqhd,bkhd->bhqk", q_BxQxHxDh.astype(jnp.float32),
@@ -92,8 +140,9 @@ class Attention(nnx.Module):
   """Multi-head attention with QK-norm and optional RoPE on a prefix of the queries and keys."""
 
   def __init__(self, width: int, num_heads: int, *, kv_width: int | None = None, rngs: nnx.Rngs,
-               dtype=jnp.float32):
+               dtype=jnp.float32, kind: str = "einsum"):
     self.num_heads = num_heads
+    self.kind = resolve_attention(kind)
     self.head_dim = width // num_heads
     kv_width = kv_width or width
     self.q = _linear(width, width, rngs, dtype=dtype)
@@ -124,7 +173,7 @@ class Attention(nnx.Module):
     else:
       q = self.project_q(x_BxQxD)
       k, v = self.project_kv(context_BxKxD)
-    return self.merge_heads(attention(q, k, v, key_mask_BxK))
+    return self.merge_heads(attention(q, k, v, key_mask_BxK, kind=self.kind))
 
 
 class Mlp(nnx.Module):
@@ -178,14 +227,24 @@ class SharedAdaLN(nnx.Module):
     return self.proj(jax.nn.silu(t_emb)).reshape(*t_emb.shape[:-1], self.num_mods, -1)
 
 
+@jax.tree_util.register_pytree_node_class
 class Segment:
   """A group of tokens sharing a modulation per leading group: tokens [B, T, S, D], mod [B, T, M, D].
 
   A DiT window is one segment with T frames of S spatial tokens; the global tokens are a segment with T=1.
+  A pytree, so that a block over segments can be rematerialised.
   """
 
   def __init__(self, x_BxTxSxD, mod_BxTxMxD, rope_LxP=None):
     self.x, self.mod, self.rope = x_BxTxSxD, mod_BxTxMxD, rope_LxP
+
+  def tree_flatten(self):
+    return (self.x, self.mod, self.rope), None
+
+  @classmethod
+  def tree_unflatten(cls, aux, children):
+    del aux
+    return cls(*children)
 
 
 def _flatten(xs: Sequence[jax.Array]) -> jax.Array:
@@ -208,13 +267,13 @@ class DiTBlock(nnx.Module):
   """
 
   def __init__(self, width: int, num_heads: int, mlp_ratio: float, text_width: int, *, rngs: nnx.Rngs,
-               dtype=jnp.float32):
+               dtype=jnp.float32, attention_kind: str = "einsum"):
     self.table = nnx.Param(jnp.zeros((6, width), jnp.float32))
     self.norm_attn = RMSNorm(width, use_scale=False)
-    self.attn = Attention(width, num_heads, rngs=rngs, dtype=dtype)
+    self.attn = Attention(width, num_heads, rngs=rngs, dtype=dtype, kind=attention_kind)
     self.post_attn = RMSNorm(width)
     self.norm_cross = RMSNorm(width)
-    self.cross = Attention(width, num_heads, kv_width=text_width, rngs=rngs, dtype=dtype)
+    self.cross = Attention(width, num_heads, kv_width=text_width, rngs=rngs, dtype=dtype, kind=attention_kind)
     self.norm_mlp = RMSNorm(width, use_scale=False)
     self.mlp = Mlp(width, mlp_ratio, rngs=rngs, dtype=dtype)
     self.post_mlp = RMSNorm(width)
@@ -243,6 +302,20 @@ class DiTBlock(nnx.Module):
     h = self.mlp(modulated(self.norm_mlp, 3, 4))
     xs = gated(self.post_mlp(h), 5)
     return [Segment(x_, s.mod, s.rope) for x_, s in zip(xs, segments)]
+
+
+def run_blocks(blocks, segments: list[Segment], *args, remat: str = "none"):
+  """Applies `blocks` (DiTBlocks) in order; with remat != "none" each block is rematerialised in the
+  backward pass (model.remat, see REMAT_POLICIES)."""
+  if remat not in REMAT_POLICIES:
+    raise ValueError(f"model.remat={remat!r} must be one of {REMAT_POLICIES}")
+  apply = lambda block, segs, *rest: block(segs, *rest)
+  if remat != "none":
+    policy = jax.checkpoint_policies.dots_with_no_batch_dims_saveable if remat == "dots" else None
+    apply = nnx.remat(apply, policy=policy)
+  for block in blocks:
+    segments = apply(block, segments, *args)
+  return segments
 
 
 def count_params(tree) -> int:

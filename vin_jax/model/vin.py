@@ -37,8 +37,10 @@ class VideoInterfaceNetwork(nnx.Module):
     self.mlp = layers.Mlp(width, v.mlp_ratio, rngs=rngs)
     self.time = layers.TimestepEmbedder(width, rngs=rngs)
     self.adaln = layers.SharedAdaLN(width, rngs=rngs)
-    self.processor = nnx.List([layers.DiTBlock(width, v.num_heads, v.mlp_ratio, config.text.width, rngs=rngs)
+    self.processor = nnx.List([layers.DiTBlock(width, v.num_heads, v.mlp_ratio, config.text.width, rngs=rngs,
+                                               attention_kind=config.model.attention)
                                for _ in range(v.processor_depth)])
+    self.remat = config.model.remat
     self.out_norm = layers.RMSNorm(width)
 
   def keyframe_tokens(self, video_BxNxFxhxwxc, t_BxNxF, axis_name=None):
@@ -68,6 +70,5 @@ class VideoInterfaceNetwork(nnx.Module):
     z = z + self.mlp(self.mlp_norm(z))
     mod = self.adaln(self.time(t_video_B))[:, None]                        # [B, 1, 6, Dv]
     segments = [layers.Segment(z[:, None], mod)]
-    for block in self.processor:
-      segments = block(segments, text_BxLtxDt, text_mask_BxLt)
+    segments = layers.run_blocks(self.processor, segments, text_BxLtxDt, text_mask_BxLt, remat=self.remat)
     return self.out_norm(segments[0].x[:, 0])

@@ -1,0 +1,71 @@
+"""The memory-saving paths compute what the reference computes: attention kinds (blocked, XLA's
+dot_product_attention) against einsum, and rematerialised blocks against plain ones (fp32, 1e-5)."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vin_jax import train as train_lib
+from vin_jax.model import ModelDef, layers
+
+from tests.model.helpers import perturbed_params, tiny_test_config
+
+
+def _qkv(b=2, q=37, k=29, h=2, d=8):
+  ks = jax.random.split(jax.random.key(0), 4)
+  qkv = [jax.random.normal(kk, (b, n, h, d)) for kk, n in zip(ks[:3], (q, k, k))]
+  mask = jax.random.uniform(ks[3], (b, k)) > 0.3
+  mask = mask.at[1].set(False)          # row 1 sees no key at all: output 0 in every kind
+  return (*qkv, mask)
+
+
+@pytest.mark.parametrize("kind", ["blocked", "xla"])
+def test_attention_kinds_match_the_einsum_reference(kind, monkeypatch):
+  monkeypatch.setattr(layers, "BLOCK_QUERIES", 8)   # 37 queries: 5 blocks, the last one padded
+  q, k, v, mask = _qkv()
+  ref = layers.attention(q, k, v, mask, kind="einsum")
+  out = layers.attention(q, k, v, mask, kind=kind)
+  np.testing.assert_allclose(out, ref, atol=1e-5, rtol=1e-5)
+  np.testing.assert_array_equal(np.asarray(out[1]), 0.0)
+  loss = lambda kind_: lambda q_, k_, v_: jnp.sum(jnp.sin(layers.attention(q_, k_, v_, mask, kind=kind_)))
+  for g, g_ref in zip(jax.grad(loss(kind), (0, 1, 2))(q, k, v), jax.grad(loss("einsum"), (0, 1, 2))(q, k, v)):
+    np.testing.assert_allclose(g, g_ref, atol=1e-5, rtol=1e-5)
+
+
+def test_auto_attention_is_the_reference_on_cpu():
+  assert layers.resolve_attention("auto") == "einsum"
+  with pytest.raises(ValueError, match="model.attention"):
+    layers.resolve_attention("flash")
+
+
+def _loss_and_grads(overrides, batch):
+  config = tiny_test_config(**overrides)
+  model_def = ModelDef(config)
+  params = perturbed_params(ModelDef(tiny_test_config()))   # the same parameters for every variant
+  loss_sums = train_lib.make_loss_sums(model_def, config)
+  fn = lambda p, frames, text: loss_sums(p, frames, text, jax.random.key(3))["loss"]
+  return jax.jit(jax.value_and_grad(fn))(params, batch["frames"], batch["text_tokens"])
+
+
+@pytest.fixture(scope="module")
+def batch():
+  config = tiny_test_config()
+  frames = jax.random.randint(jax.random.key(1), (2, 2 * config.chunking.chunk_frames, 8, 8, 3), 0, 256)
+  text = jax.random.randint(jax.random.key(2), (2, config.text.max_length), 1, 200)
+  return {"frames": np.asarray(frames, np.uint8), "text_tokens": np.asarray(text, np.int32)}
+
+
+@pytest.fixture(scope="module")
+def reference(batch):
+  return _loss_and_grads({}, batch)
+
+
+@pytest.mark.parametrize("overrides", [{"model.remat": "full"}, {"model.remat": "dots", "model.attention": "blocked"}],
+                         ids=lambda o: ",".join(o.values()))
+def test_remat_and_attention_choices_give_the_same_loss_and_gradients(overrides, batch, reference, monkeypatch):
+  monkeypatch.setattr(layers, "BLOCK_QUERIES", 16)   # tiny windows hold 80 tokens: force several blocks
+  loss, grads = _loss_and_grads(overrides, batch)
+  ref_loss, ref_grads = reference
+  np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads)):
+    np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
