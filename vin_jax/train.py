@@ -14,6 +14,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from absl import logging
 
@@ -72,16 +73,21 @@ def frames_to_latents(autoencoder, frames_BxTxHxWx3, chunk_frames: int):
 
 
 def make_loss_sums(model_def: ModelDef, config, mesh=None):
-  """(params, frames [B, T, H, W, 3] uint8, text [B, Lt], rng) -> loss sums over the whole batch.
+  """(params, video, text [B, Lt], rng) -> loss sums over the whole batch. The video is pixel frames
+  [B, T, H, W, 3] uint8, encoded here, or latents [B, T', h, w, c] (float: already encoded, so no
+  autoencoder runs in the step).
 
   With a sharded mesh the loss runs under shard_map: each device scores its own rows and chunks, the
   VIN's keyframe attention and the window halos talk over 'chunk', and the sums are added over all axes.
   """
   schedule = Schedule.from_config(config)
-  autoencoder = autoencoder_lib.make_autoencoder(config)
+  f = config.chunking.chunk_frames
 
-  def local_sums(params, frames, text, rng, axis_name, row_offset):
-    latents = frames_to_latents(autoencoder, frames, config.chunking.chunk_frames)
+  def local_sums(params, video, text, rng, axis_name, row_offset):
+    if jnp.issubdtype(video.dtype, jnp.floating):
+      latents = video.reshape(video.shape[0], video.shape[1] // f, f, *video.shape[2:])
+    else:
+      latents = frames_to_latents(autoencoder_lib.make_autoencoder(config), video, f)
     return loss_lib.diffusion_loss(model_def.bind(params), schedule, config, latents, text, rng,
                                    axis_name=axis_name, row_offset=row_offset)
 
@@ -107,10 +113,11 @@ def make_train_step(model_def: ModelDef, config, optimizer, mesh=None):
 
   def train_step(state: State, batch: dict, rng):
     step_rng = jax.random.fold_in(rng, state["step"])
-    global_batch = batch["frames"].shape[0]
+    video = batch["latents"] if "latents" in batch else batch["frames"]
+    global_batch = video.shape[0]
 
     def loss_fn(params):
-      sums = loss_sums(params, batch["frames"], batch["text_tokens"], step_rng)
+      sums = loss_sums(params, video, batch["text_tokens"], step_rng)
       return sums["loss"] / global_batch, sums
 
     grads, sums = jax.grad(loss_fn, has_aux=True)(state["params"])
@@ -134,13 +141,16 @@ def create_state(model_def: ModelDef, optimizer, rng, mesh=None) -> State:
   return jax.jit(init, out_shardings=shardings)(rng)
 
 
-def jit_train_step(model_def: ModelDef, config, optimizer, mesh, state: State):
-  """The train step jitted with explicit in/out shardings (state donated)."""
+def jit_train_step(model_def: ModelDef, config, optimizer, mesh, state: State, video_key: str = "frames"):
+  """The train step jitted with explicit in/out shardings (state donated; arrays or ShapeDtypeStructs with
+  shardings). The batch holds `video_key` ("frames" uint8 pixels or "latents") and "text_tokens"."""
   step = make_train_step(model_def, config, optimizer, mesh)
   state_shardings = jax.tree.map(lambda x: x.sharding, state)
   replicated = mesh_lib.named(mesh, mesh_lib.REPLICATED)
   batch_shardings = {"frames": mesh_lib.named(mesh, mesh_lib.VIDEO),
                      "text_tokens": mesh_lib.named(mesh, mesh_lib.ROWS)}
+  if video_key != "frames":
+    batch_shardings[video_key] = batch_shardings.pop("frames")
   return jax.jit(step, in_shardings=(state_shardings, batch_shardings, replicated),
                  out_shardings=(state_shardings, replicated), donate_argnums=(0,))
 
@@ -157,25 +167,73 @@ def param_counts(params) -> dict[str, int]:
   return counts
 
 
-class _Sigterm:
-  """Turns SIGTERM (preemption) into a flag the loop checks between steps."""
+class _Preemption:
+  """Decides after which step to save and stop on SIGTERM (a preemption notice): the same step on every process.
 
-  def __init__(self):
-    self.received = False
-    try:
-      signal.signal(signal.SIGTERM, self._handle)
-    except ValueError:  # not the main thread (e.g. in a notebook worker)
-      pass
+  One process: a Python SIGTERM handler sets a flag, checked after every step.
+
+  Several processes: SIGTERM may reach only some of them, or reach them at different steps, and a process that
+  saved alone would wait in Orbax's save barriers while the others wait for it in the next step's collectives:
+  a deadlock. So they agree through JAX's preemption sync manager, which `jax.distributed.initialize` starts
+  (`jax_enable_preemption_service` is on by default, also for our loopback CPU runs) with its own C++ SIGTERM
+  handler. A process that gets SIGTERM tells the coordination service; a background thread on every process
+  then publishes the last step it passed to `reached_preemption_sync_point`, and all take the largest + 1,
+  so that call returns True at that same step everywhere. The call is local and non-blocking (a lock and an
+  integer compare: no collective, no device sync, so TPU async dispatch keeps running ahead); JAX asks for it
+  at every step, with the same step numbers Orbax's `save` passes it. No Python SIGTERM handler is installed
+  then: it would replace JAX's and the service would never hear of the signal. A notice that arrives before
+  `__init__` (during start-up) is lost on a resumed run (its sync point lies before the run's first step):
+  that run trains on, and no process stops alone, so it does not hang.
+
+  With the preemption service turned off, each process keeps its own flag and they all-gather it every
+  `agree_every` steps (train.log_every: the loop already waits for the metrics there).
+  """
+
+  def __init__(self, first_step: int, agree_every: int):
+    self.received = False   # this process got SIGTERM (Python handler)
+    self._sync_point = None   # multihost_utils.reached_preemption_sync_point, when JAX's service runs
+    self._agree_every = 0   # > 0: all-gather `received` every this many steps
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+      try:
+        multihost_utils.reached_preemption_sync_point(first_step)  # a notice from now on stops the next step
+        self._sync_point = multihost_utils.reached_preemption_sync_point
+      except RuntimeError:  # jax_enable_preemption_service is off
+        self._agree_every = max(1, agree_every)
+    if self._sync_point is None:
+      try:
+        signal.signal(signal.SIGTERM, self._handle)
+      except ValueError:  # not the main thread (e.g. in a notebook worker)
+        pass
 
   def _handle(self, signum, frame):
     del signum, frame
     self.received = True
 
+  def reached(self, step: int) -> bool:
+    """Call once after every step, on every process: True when all processes should save `step` and stop."""
+    if self._sync_point is not None:
+      return self._sync_point(step)
+    if self._agree_every:
+      if step % self._agree_every:
+        return False
+      from jax.experimental import multihost_utils
+      return bool(np.any(multihost_utils.process_allgather(np.int32(self.received))))
+    return self.received
 
-def train(config, workdir: str, *, data_dir: str | None = None) -> dict:
-  """Trains until config.train.steps, resuming from `workdir`. Returns the last logged metrics."""
+
+def train(config, workdir: str, *, data_dir: str | None = None, init_from: str | None = None,
+          init_weights: str = "ema") -> dict:
+  """Trains until config.train.steps, resuming from `workdir`. Returns the last logged metrics.
+
+  `init_from` (an export or a workdir) initialises a fresh run's weights where names and shapes match
+  (`vin_jax.export.init_from`); a run that resumes ignores it.
+  """
   # --- config and workdir ---
   config_lib.validate(config, num_devices=jax.device_count())
+  if init_from:
+    from vin_jax.export import init_from as init_from_lib
+    init_from_lib.check_source(init_from)  # fail before the data set is built
   from vin_jax.data import pipeline  # local import: keeps model-only users free of grain
   workdir_path = pathlib.Path(workdir)
   workdir_path.mkdir(parents=True, exist_ok=True)
@@ -207,10 +265,14 @@ def train(config, workdir: str, *, data_dir: str | None = None) -> dict:
 
   # --- checkpoint: resume if there is one ---
   manager = checkpointing.Manager(workdir_path / "checkpoints", keep=config.train.keep_checkpoints)
+  preemption = _Preemption(manager.latest_step() or 0, config.train.log_every)
   restored = manager.restore_latest(state)
   if restored is not None:
     state, data_state = restored
     data_iter.set_state(data_state)
+  if init_from:
+    state = init_from_lib.initialize_state(state, init_from, workdir_path, resumed=restored is not None,
+                                           weights=init_weights)
   start_step = int(state["step"])
   log = metrics_log.MetricsLog(workdir_path, enabled=main_process)
   log.truncate_after(start_step)
@@ -220,7 +282,6 @@ def train(config, workdir: str, *, data_dir: str | None = None) -> dict:
   # --- the loop ---
   train_step = jit_train_step(model_def, config, optimizer, mesh, state)
   lr_schedule = learning_rate_schedule(config)
-  sigterm = _Sigterm()
   pending: list[tuple[int, dict, int]] = []
   last_metrics: dict = {}
   progress = metrics_log.progress_bar(start_step, config.train.steps, enabled=main_process)
@@ -257,10 +318,11 @@ def train(config, workdir: str, *, data_dir: str | None = None) -> dict:
       progress.update(1)
       if step % config.train.log_every == 0 or step == config.train.steps:
         flush_pending()
-      if step % config.train.checkpoint_every == 0 or step == config.train.steps or sigterm.received:
+      stop = preemption.reached(step)
+      if step % config.train.checkpoint_every == 0 or step == config.train.steps or stop:
         flush_pending()  # never save a state whose loss went non-finite
         manager.save(step, state, data_iter.get_state())
-      if sigterm.received:
+      if stop:
         print(f"SIGTERM: saved step {step} and stopped; re-run the same command to resume", flush=True)
         break
   finally:

@@ -79,6 +79,10 @@ def _initialize_local_cpu(environ):
   # Both options must be set before the backend exists; cross-process collectives on CPU need gloo.
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
   jax.config.update("jax_num_cpu_devices", local_devices)
+  # JAX's persistent compilation cache (JAX_COMPILATION_CACHE_DIR) is written by process 0 only and its keys
+  # differ per CPU process, so process 0 would load a program that process 1 compiles, and the first
+  # collective times out waiting for process 1. Off for local multi-process CPU runs.
+  jax.config.update("jax_enable_compilation_cache", False)
   jax.distributed.initialize(
       coordinator_address=coordinator, num_processes=num_processes, process_id=process_id,
       heartbeat_timeout_seconds=_LOCAL_TIMEOUT_SECONDS, shutdown_timeout_seconds=_LOCAL_TIMEOUT_SECONDS)
