@@ -13,6 +13,7 @@ another video nearly clean: how much of a video's identity the windows take from
 
   python benchmarks/information_use.py --config=configs/micro.py --workdir=runs/ablation/models/vin \
       --data_dir=runs/ablation/data
+  python benchmarks/information_use.py --params=EXPORT_DIR --data_dir=runs/ablation/data   # an export's config
 """
 from __future__ import annotations
 
@@ -42,8 +43,11 @@ def x0_hat(model, schedule, x_t, t, text, context_frames):
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--config", required=True)
-  parser.add_argument("--workdir", required=True)
+  parser.add_argument("--config", default=None, help="config file[:variant]; default with --params: the "
+                      "export's config.json")
+  parser.add_argument("--workdir", default=None, help="the run whose latest checkpoint is measured")
+  parser.add_argument("--params", default=None, help="an export directory (python -m vin_jax.main export) "
+                      "instead of --workdir")
   parser.add_argument("--data_dir", default=None, help="default: the config's data dir for WORKDIR")
   parser.add_argument("--num_videos", type=int, default=16)
   parser.add_argument("--times", default="0.5,0.8,0.95")
@@ -51,16 +55,28 @@ def main():
                       help="config override as in --config.FIELD=VALUE of the main CLI (repeatable); use the "
                            "ones the model was trained with")
   args = parser.parse_args()
+  if bool(args.workdir) == bool(args.params):
+    parser.error("give one of --workdir=DIR or --params=EXPORT_DIR")
+  if not args.config and not args.params:
+    parser.error("--config is required with --workdir")
 
-  path, _, arg = args.config.partition(":")
-  config = config_lib.load_config_file(path, arg or None)
+  if args.config:
+    path, _, arg = args.config.partition(":")
+    config = config_lib.load_config_file(path, arg or None)
+  else:
+    from vin_jax.export import config_json
+    config = config_json.load_config(args.params)
   for item in args.set:
     field, _, value = item.partition("=")
     current = config_lib.get_field(config, field)
     parsed = value.lower() in ("1", "true") if isinstance(current, bool) else type(current)(value)
     config_lib.override(config, {field: parsed})
+  config_lib.validate(config, purpose="information_use")
   data_dir = args.data_dir or config_lib.resolve_data_dir(config, args.workdir)
-  model_def, params, step = sampling.load_params(config, args.workdir)
+  if args.params:
+    model_def, params, step = sampling.load_exported(config, args.params)
+  else:
+    model_def, params, step = sampling.load_params(config, args.workdir)
   model = model_def.bind(params)
   schedule = Schedule.from_config(config)
   source = builder.data_source(config, data_dir, "validation")

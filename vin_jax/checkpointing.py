@@ -37,13 +37,17 @@ class Manager:
     step = self.latest_step()
     return None if step is None else self.restore(step, target_state)
 
-  def restore_state_only(self, step: int | None, target_state):
-    """The train state alone (for sampling and export), onto `target_state`'s shardings."""
+  def restore_partial(self, step: int | None, target: dict) -> dict:
+    """Only the entries of `target` (e.g. {"step", "ema"}: arrays or ShapeDtypeStructs with shardings) from the
+    state of checkpoint `step` (default the latest). The rest, such as the optimizer state, is not read, so a
+    checkpoint restores for sampling and export even after the optimizer's structure changed."""
     step = self.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError("no checkpoint found")
-    abstract = jax.tree.map(_abstract, target_state)
-    restored = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
+    abstract = jax.tree.map(_abstract, target)
+    restore_args = ocp.checkpoint_utils.construct_restore_args(abstract)
+    restored = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+        item=abstract, restore_args=restore_args, partial_restore=True)))
     return restored["state"]
 
   def wait(self) -> None:

@@ -21,9 +21,10 @@ SCALE = 8  # nearest-neighbour upscaling of the tiny videos for viewing
 
 
 def sample_command(config, workdir: str, *, out: str | None, num_chunks: int | None, method: str | None,
-                   seed: int, prompt: str | None, first_frame: bool = False) -> dict:
+                   seed: int, prompt: str | None, first_frame: bool = False, params_dir: str | None = None) -> dict:
   """Samples `sampling.num_samples` videos and writes mp4/gif per sample, a contact sheet, samples.npz and
-  sample_info.json into `out`. Returns the info dict.
+  sample_info.json into `out`. Returns the info dict. The weights are WORKDIR's latest checkpoint, or the
+  export at `params_dir` (`--params`; then `workdir` only locates the data set, and may be None).
 
   Without `prompt` the prompts are the validation split's first captions; with `first_frame` each video
   also gets that validation video's first frame, given clean (image-to-video).
@@ -57,8 +58,11 @@ def sample_command(config, workdir: str, *, out: str | None, num_chunks: int | N
   if first is not None:
     clean_x0, clean_mask = sampling.first_frame_condition(config, first, num_chunks)
 
-  model_def, params, step = sampling.load_params(config, workdir, use_ema=config.sampling.use_ema,
-                                                 mesh=mesh if sharded else None)
+  if params_dir:
+    model_def, params, step = sampling.load_exported(config, params_dir, mesh=mesh if sharded else None)
+  else:
+    model_def, params, step = sampling.load_params(config, workdir, use_ema=config.sampling.use_ema,
+                                                   mesh=mesh if sharded else None)
   steps_total = config.sampling.num_steps * (num_chunks if method == "autoregressive" else 1)
   main_process = jax.process_index() == 0
   bar = tqdm(total=steps_total, desc=f"sample ({method}, {num_chunks} chunks)", dynamic_ncols=True,
@@ -85,6 +89,8 @@ def sample_command(config, workdir: str, *, out: str | None, num_chunks: int | N
       "checkpoint_step": step, "workdir": str(workdir), "wall_time_sec": wall, "devices": jax.device_count(),
       "mesh": dict(mesh.shape), "first_frame_given": first is not None,
   }
+  if params_dir:
+    info.update(params=str(params_dir), workdir=str(workdir) if workdir else None)
   if true_colors is not None and prompt is None and (first is not None or config.data.caption_detail == 2):
     # the videos' true colours are known to the sampler: given in the first frame or named in the caption
     info["true_colors"] = true_colors

@@ -3,11 +3,15 @@
 Commands:
   data      build the configured data set (TFDS ArrayRecord) in data.data_dir / $TFDS_DATA_DIR / WORKDIR/data
   train     train (or resume) in WORKDIR
-  sample    sample long videos from the latest checkpoint in WORKDIR into --out
+  sample    sample long videos from the latest checkpoint in WORKDIR (or the export --params=OUT) into --out
+  export    write WORKDIR's latest checkpoint as safetensors + config.json into --out (for sample --params,
+            train --init_from)
   evaluate  metrics for --videos='GLOB' (mp4 files) or --samples=OUTDIR, written to --out=FILE.json
   ablate    the paper's ablation table at small scale in WORKDIR (trains, samples, evaluates; resumable)
 
 Overrides: --config.train.steps=100 --config.sampling.fusion=none ... (a misspelled field fails).
+Without --config, `sample --params=OUT` and `export --workdir=DIR` use the run config stored there
+(--config=configs/exported.py:OUT); overrides still apply.
 """
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ import warnings
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-COMMANDS = ("data", "train", "sample", "evaluate", "ablate")
+COMMANDS = ("data", "train", "sample", "evaluate", "ablate", "export")
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/tiny.py[:variant].",
                                           lock_config=True)
@@ -32,6 +36,16 @@ _FIRST_FRAME = flags.DEFINE_boolean("first_frame", False, "sample: give each vid
                                     "validation video whose caption it uses (image-to-video).")
 _VIDEOS = flags.DEFINE_string("videos", None, "evaluate: a glob of mp4 files.")
 _SAMPLES = flags.DEFINE_string("samples", None, "evaluate: a sample output directory (samples.npz).")
+_PARAMS = flags.DEFINE_string("params", None, "sample: an export directory to sample from instead of WORKDIR's "
+                              "checkpoint (its config.json is the config unless --config is given).")
+_INIT_FROM = flags.DEFINE_string("init_from", None, "train: start a fresh run from an export or a workdir: every "
+                                 "weight whose name and shape match is loaded (report in WORKDIR/init_from.json).")
+_WEIGHTS = flags.DEFINE_enum("weights", "ema", ["ema", "params"], "export, train --init_from (of a workdir): "
+                             "which weights of the checkpoint.")
+_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "export: dtype of the written weights.")
+_FORCE = flags.DEFINE_boolean("force", False, "export: replace an existing --out.")
+_MAX_SHARD_BYTES = flags.DEFINE_integer("max_shard_bytes", 4 * 2 ** 30, "export: largest safetensors file; "
+                                        "more weights go into model-0000i-of-0000N shards and an index.")
 
 
 def _usage_error(message: str):
@@ -54,14 +68,17 @@ def main(argv):
   config = _CONFIG.value
   if config is None:
     _usage_error("--config is required")
-  if not _WORKDIR.value:
+  if not _WORKDIR.value and not (command == "sample" and _PARAMS.value):
     _usage_error("--workdir is required")
+  if _PARAMS.value and command != "sample" or _INIT_FROM.value and command != "train":
+    _usage_error("--params is a flag of sample, --init_from one of train")
   from vin_jax import config as config_lib
   from vin_jax.parallel import distributed
   distributed.initialize_from_env()
   import jax
   try:
-    config_lib.validate(config, num_devices=jax.device_count(), purpose=command)
+    # export restores onto its own mesh over all devices: the run's mesh need not fit this machine
+    config_lib.validate(config, num_devices=None if command == "export" else jax.device_count(), purpose=command)
   except config_lib.ConfigError as e:
     print(f"invalid config: {e}", file=sys.stderr)
     sys.exit(2)
@@ -75,15 +92,33 @@ def main(argv):
     print(f"data set ready in {data_dir}")
   elif command == "train":
     from vin_jax import train
-    metrics = train.train(config, _WORKDIR.value)
+    from vin_jax.export import ExportError
+    try:
+      metrics = train.train(config, _WORKDIR.value, init_from=_INIT_FROM.value, init_weights=_WEIGHTS.value)
+    except ExportError as e:
+      print(f"error: {e}", file=sys.stderr)
+      sys.exit(2)
     print(f"trained to step {metrics.get('step')} in {_WORKDIR.value}: loss {metrics.get('loss')}")
   elif command == "sample":
     from vin_jax.cli import sample_command
+    from vin_jax.export import ExportError
     try:
       sample_command(config, _WORKDIR.value, out=_OUT.value, num_chunks=_NUM_CHUNKS.value, method=_METHOD.value,
-                     seed=_SEED.value, prompt=_PROMPT.value, first_frame=_FIRST_FRAME.value)
+                     seed=_SEED.value, prompt=_PROMPT.value, first_frame=_FIRST_FRAME.value,
+                     params_dir=_PARAMS.value)
     except config_lib.ConfigError as e:
       print(f"invalid config: {e}", file=sys.stderr)
+      sys.exit(2)
+    except ExportError as e:
+      print(f"error: {e}", file=sys.stderr)
+      sys.exit(2)
+  elif command == "export":
+    from vin_jax.export import ExportError, command as export_cli
+    try:
+      export_cli.export_command(config, _WORKDIR.value, _OUT.value, weights=_WEIGHTS.value, dtype=_DTYPE.value,
+                                force=_FORCE.value, max_shard_bytes=_MAX_SHARD_BYTES.value)
+    except ExportError as e:
+      print(f"error: {e}", file=sys.stderr)
       sys.exit(2)
   elif command == "ablate":
     from vin_jax import ablation
@@ -98,6 +133,8 @@ def main(argv):
 
 def _parse_flags(argv):
   """absl's parsing, with a one-line error for a bad --config override instead of a traceback."""
+  from vin_jax.export import command as export_cli
+  argv = sys.argv = export_cli.implied_config_argv(argv, flags.FLAGS)  # config_flags reads overrides from sys.argv
   try:
     return flags.FLAGS(argv)
   except (AttributeError, KeyError, TypeError, ValueError, flags.Error) as e:

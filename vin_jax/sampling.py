@@ -28,20 +28,32 @@ def load_params(config, workdir: str | pathlib.Path, *, use_ema: bool = True, st
   With `mesh`, the state is restored directly onto that mesh's shardings, whatever mesh wrote it.
   """
   model_def = ModelDef(config)
-  optimizer = train_lib.make_optimizer(config)
-  abstract = jax.eval_shape(lambda r: train_lib.init_state(model_def, optimizer, r), jax.random.key(0))
+  weights = "ema" if use_ema else "params"
+  abstract = {weights: model_def.abstract_params(), "step": jax.ShapeDtypeStruct((), jnp.int32)}
   if mesh is not None:
     shardings = mesh_lib.state_shardings(abstract, mesh)
-    abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
+  else:
+    shardings = jax.tree.map(lambda _: jax.sharding.SingleDeviceSharding(jax.devices()[0]), abstract)
+  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
   directory = pathlib.Path(workdir) / "checkpoints"
   manager = checkpointing.Manager(directory, async_save=False)
   try:
     if manager.latest_step() is None and step is None:
       raise FileNotFoundError(f"no checkpoint in {directory}: train first (python -m vin_jax.main train ...)")
-    state = manager.restore_state_only(step, abstract)
+    state = manager.restore_partial(step, abstract)  # the weights only: no optimizer state is read
   finally:
     manager.close()
-  return model_def, (state["ema"] if use_ema else state["params"]), int(state["step"])
+  return model_def, state[weights], int(state["step"])
+
+
+def load_exported(config, path: str | pathlib.Path, *, mesh=None):
+  """(ModelDef, params, step) from an export directory (`python -m vin_jax.main export`) for `config`'s model.
+
+  The sibling of `load_params` for exports: safetensors only, every tensor name, shape and checksum checked
+  (`vin_jax.export.ExportError` names the one at fault). With `mesh`, placed on its parameter shardings.
+  """
+  from vin_jax.export import reader
+  return reader.load_exported(config, path, mesh=mesh)
 
 
 SHARDABLE_METHODS = ("vin", "no_global")

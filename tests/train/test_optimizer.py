@@ -45,3 +45,23 @@ def test_weight_decay_leaves_the_other_parameters_alone():
   for name in before:
     changed = not np.array_equal(np.asarray(before[name]), np.asarray(after[name]))
     assert changed == name.endswith(".kernel"), name
+
+
+def test_a_checkpoint_from_before_the_mask_still_loads_for_sampling(tmp_path):
+  """Sampling reads the weights alone, so a checkpoint whose optimizer state has another structure (written
+  before the decay mask existed) still loads."""
+  import optax
+  from vin_jax import checkpointing, sampling
+  config = tiny_test_config()
+  model_def = ModelDef(config)
+  old_optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(1e-3, weight_decay=0.01))  # no mask
+  state = train_lib.init_state(model_def, old_optimizer, jax.random.key(0))
+  state["ema"] = jax.tree.map(lambda x: x + 1.0, state["ema"])
+  state["step"] = jnp.asarray(7, jnp.int32)
+  manager = checkpointing.Manager(tmp_path / "checkpoints", async_save=False)
+  manager.save(7, state, {})
+  manager.close()
+  _, ema, step = sampling.load_params(config, tmp_path)
+  assert step == 7
+  for a, b in zip(jax.tree.leaves(ema), jax.tree.leaves(state["ema"])):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

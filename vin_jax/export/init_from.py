@@ -1,0 +1,126 @@
+"""`train --init_from=PATH`: start a fresh run from another run's weights, wherever names and shapes match.
+
+PATH is an export directory or a workdir (its latest checkpoint; `--weights` picks EMA or raw weights). Every
+parameter of the fresh state whose dotted name and shape are in the source is loaded; the others keep their
+fresh init. The optimizer state stays fresh and the EMA starts at the loaded params. The report (loaded /
+new / shape_mismatch / unused, with shapes) is printed, logged and written to WORKDIR/init_from.json.
+Only a fresh start is initialised: a workdir with a checkpoint resumes and ignores --init_from.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+
+import jax
+import numpy as np
+from absl import logging
+
+from vin_jax import video_io
+from vin_jax.export import ExportError, config_json, files, names, reader, restore
+
+REPORT_FILE = "init_from.json"
+
+
+@dataclasses.dataclass
+class Source:
+  path: str
+  kind: str          # "export" | "workdir"
+  step: int
+  weights: str       # "ema" | "params"
+  tensors: dict      # {dotted name: host array}
+
+
+def check_source(path: str | pathlib.Path) -> str:
+  """"export" or "workdir"; ExportError if PATH is neither (cheap: looks at file names only)."""
+  path = pathlib.Path(path)
+  if not path.is_dir():
+    raise ExportError(f"--init_from={path} does not exist")
+  if files.is_export(path):
+    return "export"
+  if (path / "checkpoints").is_dir():
+    if not config_json.config_path(path).is_file():
+      raise ExportError(f"--init_from={path} is a workdir without config.json: its model is unknown")
+    return "workdir"
+  raise ExportError(f"--init_from={path} is neither an export ({files.INFO_FILE}, {files.SINGLE_FILE}) nor a "
+                    "workdir (checkpoints/, config.json)")
+
+
+def read_source(path: str | pathlib.Path, *, weights: str = "ema") -> Source:
+  """The source's weights on the host. An export holds one set of weights (its export_info says which)."""
+  kind = check_source(path)
+  if kind == "export":
+    tensors, info = files.read_weights(path)
+    return Source(str(path), kind, int(info.get("step", 0)), str(info.get("weights", "?")), tensors)
+  source_config = config_json.load_config(path)
+  tensors, step = restore.restore_weights(source_config, path, weights=weights)
+  return Source(str(path), kind, step, weights, tensors)
+
+
+def merge(fresh_params, source: Source):
+  """(params with every name-and-shape match taken from `source`, placed on the fresh leaves' shardings
+  and cast to their dtypes, report). `fresh_params` is a tree of jax arrays."""
+  fresh = names.flatten(fresh_params)
+  rows = {"loaded": [], "new": [], "shape_mismatch": [], "unused": []}
+  merged = {}
+  for name, leaf in fresh.items():
+    shape = tuple(leaf.shape)
+    if name not in source.tensors:
+      rows["new"].append({"name": name, "shape": list(shape)})
+      merged[name] = leaf
+      continue
+    source_shape = tuple(source.tensors[name].shape)
+    if source_shape != shape:
+      rows["shape_mismatch"].append({"name": name, "shape": list(shape), "source_shape": list(source_shape)})
+      merged[name] = leaf
+      continue
+    rows["loaded"].append({"name": name, "shape": list(shape)})
+    merged[name] = reader.to_device(np.asarray(source.tensors[name]).astype(leaf.dtype), leaf.sharding)
+  for name, tensor in source.tensors.items():
+    if name not in fresh:
+      rows["unused"].append({"name": name, "source_shape": list(tensor.shape)})
+  report = {"source": source.path, "kind": source.kind, "source_step": source.step, "weights": source.weights,
+            "counts": {k: len(v) for k, v in rows.items()}, **rows}
+  return names.unflatten_like(fresh_params, merged), report
+
+
+def initialize_state(state: dict, init_from: str, workdir: str | pathlib.Path, *, resumed: bool,
+                     weights: str = "ema") -> dict:
+  """The train state to start from: `state` itself when `resumed` (with a note), else `state` with its params
+  and EMA merged from `init_from` and its optimizer state fresh. Call on every process."""
+  main_process = jax.process_index() == 0
+  if resumed:
+    if main_process:
+      print(f"note: {workdir} has a checkpoint; resuming from it and ignoring --init_from={init_from}", flush=True)
+    return state
+  source = read_source(init_from, weights=weights)
+  params, report = merge(state["params"], source)
+  # The EMA starts at the loaded params: its own copies of the loaded leaves, the fresh EMA's elsewhere.
+  ema_fresh = names.flatten(state["ema"])
+  loaded = {row["name"] for row in report["loaded"]}
+  ema = {name: (jax.device_put(leaf, leaf.sharding, may_alias=False) if name in loaded else ema_fresh[name])
+         for name, leaf in names.flatten(params).items()}
+  state = {**state, "params": params, "ema": names.unflatten_like(state["ema"], ema)}
+  if main_process:
+    table = format_report(report)
+    print(table, flush=True)
+    logging.info("init_from:\n%s", table)
+    with video_io.atomic_output(pathlib.Path(workdir) / REPORT_FILE) as tmp:
+      pathlib.Path(tmp).write_text(json.dumps(report, indent=2))
+  return state
+
+
+def format_report(report: dict) -> str:
+  """The report as a table: one row per tensor (status, name, shape, source shape)."""
+  c = report["counts"]
+  lines = [f"init_from {report['source']} ({report['kind']}, step {report['source_step']}, {report['weights']} "
+           f"weights): {c['loaded']} loaded, {c['new']} new (fresh init), {c['shape_mismatch']} skipped for a shape "
+           f"mismatch (fresh init), {c['unused']} in the source only"]
+  rows = [(status, r["name"], r.get("shape"), r.get("source_shape", r.get("shape") if status == "loaded" else None))
+          for status in ("loaded", "new", "shape_mismatch", "unused") for r in report[status]]
+  width = max([len(r[1]) for r in rows] + [4])
+  lines.append(f"  {'status':<14}  {'name':<{width}}  {'shape':<16}  source shape")
+  for status, name, shape, source_shape in rows:
+    shown = lambda s: "-" if s is None else str(tuple(s))
+    lines.append(f"  {status:<14}  {name:<{width}}  {shown(shape):<16}  {shown(source_shape)}")
+  return "\n".join(lines)
