@@ -38,5 +38,7 @@ setup(
         "test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "chex==0.1.92", "nbmake==1.5.5", "ipykernel==7.4.0",
                  "nbformat==5.11.1", "nbclient==0.11.0"],
         "export": ["orbax-export", "tensorflow-cpu"],
+        # libtpu for benchmarks/tpu_aot.py: compiles for TPU topologies on a CPU machine (nothing runs)
+        "tpu": ["jax[tpu]==0.10.2"],
     },
 )
