@@ -7,8 +7,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= runs/demo
 DEMO_CONFIG ?= configs/tiny.py
-# The tests use all cores; override with `make test PYTEST_WORKERS=1`. (`--dist loadgroup` would keep the
-# ablation test's real run on one worker, but pytest-xdist 3.8's loadgroup has no effect under pytest 9.2.)
+# The tests use all cores; override with `make test PYTEST_WORKERS=1`. `--dist loadfile` keeps each test file on
+# one worker, so a module's compiled fixtures (the ablation's real run, the sharded references) are built once,
+# not once per worker. (pytest-xdist 3.8's loadgroup has no effect under pytest 9.2.)
 PYTEST_WORKERS ?= 2
 
 .PHONY: install demo test clean-demo
@@ -34,7 +35,7 @@ demo: install
 	@echo "  $(DEMO_DIR)/samples/metrics.json  and training curve $(DEMO_DIR)/metrics.jsonl"
 
 test: install
-	JAX_PLATFORMS=cpu $(PY) -m pytest tests -q -n $(PYTEST_WORKERS) --durations=15
+	JAX_PLATFORMS=cpu $(PY) -m pytest tests -q -n $(PYTEST_WORKERS) --dist loadfile --durations=15
 
 clean-demo:
 	rm -rf $(DEMO_DIR)
