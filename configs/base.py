@@ -25,6 +25,7 @@ def base_config() -> ml_collections.ConfigDict:
   # "cudnn" (jax.nn.dot_product_attention). See vin_jax/model/layers.py.
   c.model.attention = "auto"
   c.model.remat = "none"          # per block in the backward pass: "none" | "full" | "dots" (keep matmul outputs)
+  c.model.scan_layers = False     # DiT blocks and VIN processor as one stacked module scanned over (one layer compiled)
 
   # The Video Interface Network: global tokens from keyframes of the noisy video.
   c.vin = ml_collections.ConfigDict()
@@ -118,6 +119,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.steps = 1000
   c.train.learning_rate = 3e-4
   c.train.warmup_steps = 100
+  c.train.optimizer = "adamw"       # "adamw" | "adafactor" (factored second moments, no first moment: STIV, v5e)
   c.train.weight_decay = 0.01
   c.train.grad_clip = 1.0
   c.train.ema_decay = 0.999

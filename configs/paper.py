@@ -18,6 +18,8 @@ def get_config(arg=None):
   c.model.patch_size = 2
   c.model.temporal_patch = 1
   c.model.dtype = "bfloat16"
+  c.model.scan_layers = True    # 28 blocks compile as one scanned layer
+  c.model.remat = "full"         # recompute each block in the backward pass: the paper train step fits a v5p chip
 
   c.vin.num_global_tokens = 512
   c.vin.width = 4096

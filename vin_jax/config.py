@@ -86,6 +86,7 @@ _CHOICES = {
     "sampling.method": ("vin", "full", "autoregressive", "no_global", "freenoise"),
     "sampling.noise": ("independent", "rescheduled"),
     "data.name": ("sprites", "video_folder"),
+    "train.optimizer": ("adamw", "adafactor"),
 }
 
 
@@ -140,6 +141,8 @@ def validate(config, num_devices: int | None = None, *, purpose: str = "train") 
            "data.fps", "data.batch_size", "data.sprite_size", "train.steps", "train.learning_rate",
            "train.log_every", "train.checkpoint_every", "train.keep_checkpoints", "mesh.data", "mesh.chunk",
            "mesh.fsdp", "vin.width", "vin.num_heads", "vin.mlp_ratio")
+  if not isinstance(config.model.scan_layers, bool):
+    fail("model.scan_layers", "must be True or False")
   if config.vin.num_global_tokens <= 0:
     fail("vin.num_global_tokens", "must be > 0 (turn the VIN off with vin.enabled=False)")
   if config.vin.processor_depth < 0:

@@ -5,6 +5,8 @@ parameter of the fresh state whose dotted name and shape are in the source is lo
 fresh init. The optimizer state stays fresh and the EMA starts at the loaded params. The report (loaded /
 new / shape_mismatch / unused, with shapes) is printed, logged and written to WORKDIR/init_from.json.
 Only a fresh start is initialised: a workdir with a checkpoint resumes and ignores --init_from.
+Names are per layer on both sides (a source's are, see `restore`; a model with model.scan_layers is matched
+unstacked and stacked again), so weights move between scanned and unrolled models, and to a deeper one.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from absl import logging
 
 from vin_jax import video_io
 from vin_jax.export import ExportError, config_json, files, names, reader, restore
+from vin_jax.model import layout
 
 REPORT_FILE = "init_from.json"
 
@@ -59,8 +62,9 @@ def read_source(path: str | pathlib.Path, *, weights: str = "ema") -> Source:
 
 def merge(fresh_params, source: Source):
   """(params with every name-and-shape match taken from `source`, placed on the fresh leaves' shardings
-  and cast to their dtypes, report). `fresh_params` is a tree of jax arrays."""
-  fresh = names.flatten(fresh_params)
+  and cast to their dtypes, report). `fresh_params` is a tree of jax arrays, in either layer layout."""
+  fresh_layers = layout.per_layer(fresh_params)
+  fresh = names.flatten(fresh_layers)
   rows = {"loaded": [], "new": [], "shape_mismatch": [], "unused": []}
   merged = {}
   for name, leaf in fresh.items():
@@ -81,7 +85,7 @@ def merge(fresh_params, source: Source):
       rows["unused"].append({"name": name, "source_shape": list(tensor.shape)})
   report = {"source": source.path, "kind": source.kind, "source_step": source.step, "weights": source.weights,
             "counts": {k: len(v) for k, v in rows.items()}, **rows}
-  return names.unflatten_like(fresh_params, merged), report
+  return layout.convert(names.unflatten_like(fresh_layers, merged), fresh_params), report
 
 
 def initialize_state(state: dict, init_from: str, workdir: str | pathlib.Path, *, resumed: bool,
@@ -95,12 +99,7 @@ def initialize_state(state: dict, init_from: str, workdir: str | pathlib.Path, *
     return state
   source = read_source(init_from, weights=weights)
   params, report = merge(state["params"], source)
-  # The EMA starts at the loaded params: its own copies of the loaded leaves, the fresh EMA's elsewhere.
-  ema_fresh = names.flatten(state["ema"])
-  loaded = {row["name"] for row in report["loaded"]}
-  ema = {name: (jax.device_put(leaf, leaf.sharding, may_alias=False) if name in loaded else ema_fresh[name])
-         for name, leaf in names.flatten(params).items()}
-  state = {**state, "params": params, "ema": names.unflatten_like(state["ema"], ema)}
+  state = {**state, "params": params, "ema": loaded_ema(params, state["ema"], report)}
   if main_process:
     table = format_report(report)
     print(table, flush=True)
@@ -108,6 +107,16 @@ def initialize_state(state: dict, init_from: str, workdir: str | pathlib.Path, *
     with video_io.atomic_output(pathlib.Path(workdir) / REPORT_FILE) as tmp:
       pathlib.Path(tmp).write_text(json.dumps(report, indent=2))
   return state
+
+
+def loaded_ema(params, fresh_ema, report: dict):
+  """The EMA starts at the loaded params: its own copies of the loaded leaves, the fresh EMA's elsewhere."""
+  ema_layers = layout.per_layer(fresh_ema)
+  ema_fresh = names.flatten(ema_layers)
+  loaded = {row["name"] for row in report["loaded"]}
+  ema = {name: (jax.device_put(leaf, leaf.sharding, may_alias=False) if name in loaded else ema_fresh[name])
+         for name, leaf in names.flatten(layout.per_layer(params)).items()}
+  return layout.convert(names.unflatten_like(ema_layers, ema), fresh_ema)
 
 
 def format_report(report: dict) -> str:

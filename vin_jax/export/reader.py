@@ -2,7 +2,8 @@
 
 The tensors must be exactly the model's: no name missing, none unexpected, every shape equal (`files`
 has already checked sizes, checksums and the export's dtype). bfloat16 weights are widened to the
-model's parameter dtype (float32).
+model's parameter dtype (float32). Tensor names are per layer (the unrolled layout); a model with
+model.scan_layers gets them stacked on the host before they are placed.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vin_jax.export import ExportError, files, names
-from vin_jax.model import ModelDef
+from vin_jax.model import ModelDef, layout
 from vin_jax.parallel import mesh as mesh_lib
 
 
@@ -39,13 +40,16 @@ def load_exported(config, path: str | pathlib.Path, *, mesh=None):
   model_def = ModelDef(config)
   abstract = model_def.abstract_params()
   tensors, info = files.read_weights(path)
-  expected = names.flatten(abstract)
+  per_layer = layout.unstack_layers(abstract)
+  expected = names.flatten(per_layer)
   check_against(expected, tensors, f"export {path}")
+  host = {n: np.asarray(tensors[n]).astype(spec.dtype) for n, spec in expected.items()}
+  host = names.flatten(layout.to_layout(names.unflatten_like(per_layer, host), abstract))
   if mesh is not None:
     shardings = names.flatten(mesh_lib.state_shardings(abstract, mesh))
-    placed = {n: to_device(np.asarray(tensors[n]).astype(spec.dtype), shardings[n]) for n, spec in expected.items()}
+    placed = {n: to_device(x, shardings[n]) for n, x in host.items()}
   else:
-    placed = {n: jnp.asarray(np.asarray(tensors[n]).astype(spec.dtype)) for n, spec in expected.items()}
+    placed = {n: jnp.asarray(x) for n, x in host.items()}
   return model_def, names.unflatten_like(abstract, placed), int(info.get("step", 0))
 
 

@@ -4,6 +4,8 @@ Only `step` and one weights tree ("ema" or "params") are read (an Orbax partial 
 state is neither loaded nor needed, so a checkpoint restores even if the optimizer's structure changed.
 Every process takes part: the weights are restored sharded over all devices (the FSDP rule of
 `mesh.param_spec`, so no device holds more than it must) and then gathered to every process's host.
+The names are always the unrolled layout's ("dit.blocks.3.attn.q.kernel"), whatever model.scan_layers the
+checkpoint or the config has: the weights are restored in the checkpoint's own layout and unstacked on the host.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from jax.sharding import AxisType, NamedSharding
 
 from vin_jax import checkpointing
 from vin_jax.export import ExportError, names
-from vin_jax.model import ModelDef
+from vin_jax.model import ModelDef, layout
 from vin_jax.parallel import mesh as mesh_lib
 
 WEIGHTS = ("ema", "params")
@@ -45,7 +47,8 @@ def checkpoint_step(workdir: str | pathlib.Path, step: int | None = None) -> int
 
 def restore_weights(config, workdir: str | pathlib.Path, *, weights: str = "ema",
                     step: int | None = None) -> tuple[dict[str, np.ndarray], int]:
-  """({dotted name: fp32 host array} of the `weights` of `config`'s model, step) from WORKDIR's checkpoint."""
+  """({dotted name: fp32 host array} of the `weights` of `config`'s model, step) from WORKDIR's checkpoint, named
+  per layer (the unrolled layout)."""
   if weights not in WEIGHTS:
     raise ExportError(f"--weights={weights!r} must be one of {WEIGHTS}")
   import orbax.checkpoint as ocp
@@ -58,17 +61,18 @@ def restore_weights(config, workdir: str | pathlib.Path, *, weights: str = "ema"
       weights: jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings),
       "step": jax.ShapeDtypeStruct((), np.int32, sharding=NamedSharding(mesh, mesh_lib.REPLICATED)),
   }
-  restore_args = jax.tree.map(lambda a: ocp.ArrayRestoreArgs(sharding=a.sharding, global_shape=a.shape,
-                                                             dtype=a.dtype), target)
   try:
     with ocp.PyTreeCheckpointer() as checkpointer:
+      target = checkpointing.stored_layout(target, checkpointing.metadata_tree(checkpointer.metadata(path)))
+      restore_args = jax.tree.map(lambda a: ocp.ArrayRestoreArgs(sharding=a.sharding, global_shape=a.shape,
+                                                                 dtype=a.dtype), target)
       state = checkpointer.restore(path, args=ocp.args.PyTreeRestore(item=target, restore_args=restore_args,
                                                                      partial_restore=True))
   except (ValueError, KeyError, TypeError, FileNotFoundError) as e:
     first_line = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
     raise ExportError(f"cannot restore the {weights} weights of {path} as the config's model (is --config the "
                       f"run's config?): {first_line}") from None
-  host = {name: to_host(x) for name, x in names.flatten(state[weights]).items()}
+  host = names.flatten(layout.unstack_layers(jax.tree.map(to_host, state[weights])))
   return host, int(to_host(state["step"]))
 
 

@@ -30,9 +30,10 @@ class WindowDiT(nnx.Module):
     self.patch_embed = nnx.Linear(patch_dim, width, dtype=dtype, rngs=rngs)
     self.time = layers.TimestepEmbedder(width, rngs=rngs)
     self.adaln = layers.SharedAdaLN(width, 6, rngs=rngs)
-    self.global_proj = nnx.Linear(config.vin.width, width, rngs=rngs) if use_global_tokens else None
-    self.blocks = nnx.List([layers.DiTBlock(width, m.num_heads, m.mlp_ratio, config.text.width, rngs=rngs,
-                                            dtype=dtype, attention_kind=m.attention) for _ in range(m.depth)])
+    self.global_proj = nnx.Linear(config.vin.width, width, dtype=dtype, rngs=rngs) if use_global_tokens else None
+    self.blocks = layers.make_blocks(
+        lambda r: layers.DiTBlock(width, m.num_heads, m.mlp_ratio, config.text.width, rngs=r, dtype=dtype,
+                                  attention_kind=m.attention), m.depth, rngs, stacked=m.scan_layers)
     self.remat = m.remat
     self.final_adaln = layers.SharedAdaLN(width, 2, rngs=rngs)
     self.final_table = nnx.Param(jnp.zeros((2, width), jnp.float32))

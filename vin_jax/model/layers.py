@@ -24,13 +24,13 @@ BLOCK_QUERIES = 1024
 REMAT_POLICIES = ("none", "full", "dots")
 
 
-def resolve_attention(kind: str) -> str:
-  """model.attention -> the implementation used on this backend."""
+def resolve_attention(kind: str, backend: str | None = None) -> str:
+  """model.attention -> the implementation used on `backend` (default: this process's JAX backend)."""
   if kind not in ATTENTION_KINDS:
     raise ValueError(f"model.attention={kind!r} must be one of {ATTENTION_KINDS}")
   if kind != "auto":
     return kind
-  return {"gpu": "cudnn", "tpu": "blocked"}.get(jax.default_backend(), "einsum")
+  return {"gpu": "cudnn", "tpu": "blocked"}.get(backend or jax.default_backend(), "einsum")
 
 
 def attention(q_BxQxHxDh, k_BxKxHxDh, v_BxKxHxDh, key_mask_BxK=None, *, return_lse: bool = False,
@@ -304,17 +304,58 @@ class DiTBlock(nnx.Module):
     return [Segment(x_, s.mod, s.rope) for x_, s in zip(xs, segments)]
 
 
-def run_blocks(blocks, segments: list[Segment], *args, remat: str = "none"):
-  """Applies `blocks` (DiTBlocks) in order; with remat != "none" each block is rematerialised in the
-  backward pass (model.remat, see REMAT_POLICIES)."""
+def make_blocks(make_block, depth: int, rngs: nnx.Rngs, *, stacked: bool = False):
+  """`depth` blocks `make_block(rngs)`: an nnx.List, or with `stacked` ONE block module whose parameters have
+  a leading layer axis [depth, ...] (model.scan_layers; `run_blocks` scans over it). Depth 0 is an empty list."""
+  if not stacked or depth == 0:
+    return nnx.List([make_block(rngs) for _ in range(depth)])
+
+  @nnx.split_rngs(splits=depth)
+  @nnx.vmap(in_axes=(0,), out_axes=0)
+  def create(layer_rngs):
+    return make_block(layer_rngs)
+
+  return create(rngs)
+
+
+def _remat_policy(remat: str):
   if remat not in REMAT_POLICIES:
     raise ValueError(f"model.remat={remat!r} must be one of {REMAT_POLICIES}")
+  return jax.checkpoint_policies.dots_with_no_batch_dims_saveable if remat == "dots" else None
+
+
+def _residual_dtype(segments: list[Segment]) -> list[Segment]:
+  """Tokens in the dtype a block returns (a bf16 residual meets fp32 modulations: fp32), so that every
+  block, unrolled or scanned, sees the same carry dtype."""
+  return [Segment(s.x.astype(jnp.promote_types(s.x.dtype, s.mod.dtype)), s.mod, s.rope) for s in segments]
+
+
+def run_blocks(blocks, segments: list[Segment], *args, remat: str = "none"):
+  """Applies `blocks` in order: an nnx.List of DiTBlocks one by one, or a stacked DiTBlock (leading layer
+  axis, `make_blocks(stacked=True)`) with one scan over the layers. With remat != "none" each block (the
+  scan body) is rematerialised in the backward pass (model.remat, see REMAT_POLICIES)."""
+  policy = _remat_policy(remat)
+  segments = _residual_dtype(segments)
+  if isinstance(blocks, DiTBlock):
+    return _scan_blocks(blocks, segments, args, remat, policy)
   apply = lambda block, segs, *rest: block(segs, *rest)
   if remat != "none":
-    policy = jax.checkpoint_policies.dots_with_no_batch_dims_saveable if remat == "dots" else None
     apply = nnx.remat(apply, policy=policy)
   for block in blocks:
     segments = apply(block, segments, *args)
+  return segments
+
+
+def _scan_blocks(stacked: DiTBlock, segments: list[Segment], args, remat: str, policy):
+  """jax.lax.scan over the layer axis of a stacked block's state; segments are the carry."""
+  graphdef, state_NxX = nnx.split(stacked)
+
+  def body(segs, layer_state):
+    return nnx.merge(graphdef, layer_state)(segs, *args), None
+
+  if remat != "none":
+    body = jax.checkpoint(body, policy=policy, prevent_cse=False)
+  segments, _ = jax.lax.scan(body, segments, state_NxX)
   return segments
 
 

@@ -3,6 +3,9 @@
 Encoder: the global tokens (queries) cross-attend to all keyframe tokens of the video, then an MLP.
 Processor: self-attention blocks over the global tokens that also see the text and the timestep.
 The cost grows with the number of keyframes only; the output size G is fixed.
+
+Linear layers compute in model.dtype (parameters fp32); norms, the timestep embedders, the keyframe
+attention's softmax and its log-sum-exp combine across devices stay fp32, and so does the residual stream.
 """
 from __future__ import annotations
 
@@ -23,28 +26,32 @@ class VideoInterfaceNetwork(nnx.Module):
     v = config.vin
     width, p = v.width, config.model.patch_size
     h, w, c = config_lib.latent_shape(config)
+    dtype = jnp.dtype(config.model.dtype)
+    self.dtype = dtype
     self.patch_size = p
     self.stride = config_lib.keyframe_stride(config)
     self.global_init = nnx.Param(0.02 * jax.random.normal(rngs.params(), (v.num_global_tokens, width)))
-    self.patch_embed = nnx.Linear(p * p * c, width, rngs=rngs)
+    self.patch_embed = nnx.Linear(p * p * c, width, dtype=dtype, rngs=rngs)
     self.spatial_pos = nnx.Param(0.02 * jax.random.normal(rngs.params(), ((h // p) * (w // p), width)))
-    self.frame_pos = nnx.Linear(width, width, rngs=rngs)
+    self.frame_pos = nnx.Linear(width, width, dtype=dtype, rngs=rngs)
     self.keyframe_time = layers.TimestepEmbedder(width, rngs=rngs)
     self.query_norm = layers.RMSNorm(width)
     self.key_norm = layers.RMSNorm(width)
-    self.cross = layers.Attention(width, v.num_heads, rngs=rngs)
+    self.cross = layers.Attention(width, v.num_heads, rngs=rngs, dtype=dtype)
     self.mlp_norm = layers.RMSNorm(width)
-    self.mlp = layers.Mlp(width, v.mlp_ratio, rngs=rngs)
+    self.mlp = layers.Mlp(width, v.mlp_ratio, rngs=rngs, dtype=dtype)
     self.time = layers.TimestepEmbedder(width, rngs=rngs)
     self.adaln = layers.SharedAdaLN(width, rngs=rngs)
-    self.processor = nnx.List([layers.DiTBlock(width, v.num_heads, v.mlp_ratio, config.text.width, rngs=rngs,
-                                               attention_kind=config.model.attention)
-                               for _ in range(v.processor_depth)])
+    self.processor = layers.make_blocks(
+        lambda r: layers.DiTBlock(width, v.num_heads, v.mlp_ratio, config.text.width, rngs=r, dtype=dtype,
+                                  attention_kind=config.model.attention),
+        v.processor_depth, rngs, stacked=config.model.scan_layers)
     self.remat = config.model.remat
     self.out_norm = layers.RMSNorm(width)
 
   def keyframe_tokens(self, video_BxNxFxhxwxc, t_BxNxF, axis_name=None):
-    """Keyframes every `stride` latent frames -> tokens [B, N*K*S, Dv] with video position and time."""
+    """Keyframes every `stride` latent frames -> tokens [B, N*K*S, Dv] (model.dtype) with video position and
+    time."""
     b, n, f = video_BxNxFxhxwxc.shape[:3]
     keyframes = video_BxNxFxhxwxc[:, :, ::self.stride]                       # [B, N, K, h, w, c]
     k = keyframes.shape[2]
@@ -55,20 +62,22 @@ class VideoInterfaceNetwork(nnx.Module):
     pos = self.frame_pos(layers.position_features(frame_index, tokens.shape[-1]))   # [N, K, Dv]
     t_emb = self.keyframe_time(t_BxNxF[:, :, ::self.stride])                # [B, N, K, Dv]
     tokens = tokens + pos[None, :, :, None] + t_emb[:, :, :, None]
-    return tokens.reshape(b, n * k * tokens.shape[3], -1)
+    return tokens.reshape(b, n * k * tokens.shape[3], -1).astype(self.dtype)
 
   def __call__(self, video_BxNxFxhxwxc, t_BxNxF, t_video_B, text_BxLtxDt, text_mask_BxLt, *, axis_name=None):
-    """Noisy latent video (chunk-major; the local chunks when sharded) -> global tokens [B, G, Dv]."""
+    """Noisy latent video (chunk-major; the local chunks when sharded) -> global tokens [B, G, Dv] in model.dtype
+    (the DiT's global_proj computes in it)."""
     b = video_BxNxFxhxwxc.shape[0]
     keys = self.key_norm(self.keyframe_tokens(video_BxNxFxhxwxc, t_BxNxF, axis_name))
     z = jnp.broadcast_to(self.global_init[...][None], (b, *self.global_init.shape))
     q = self.cross.project_q(self.query_norm(z))
     k, v = self.cross.project_kv(keys)
-    out, lse = layers.attention(q, k, v, return_lse=True)
+    # fp32 partial outputs: the per-device results are combined by their fp32 log-sum-exp before rounding.
+    out, lse = layers.attention(q.astype(jnp.float32), k, v, return_lse=True)
     out = attention_combine.combine_partial_attention(out, lse, axis_name)
     z = z + self.cross.merge_heads(out)
     z = z + self.mlp(self.mlp_norm(z))
     mod = self.adaln(self.time(t_video_B))[:, None]                        # [B, 1, 6, Dv]
     segments = [layers.Segment(z[:, None], mod)]
     segments = layers.run_blocks(self.processor, segments, text_BxLtxDt, text_mask_BxLt, remat=self.remat)
-    return self.out_norm(segments[0].x[:, 0])
+    return self.out_norm(segments[0].x[:, 0]).astype(self.dtype)
