@@ -36,7 +36,8 @@ setup(
     install_requires=INSTALL_REQUIRES,
     extras_require={
         "test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "chex==0.1.92", "nbmake==1.5.5", "ipykernel==7.4.0",
-                 "nbformat==5.11.1", "nbclient==0.11.0"],
+                 "nbformat==5.11.1", "nbclient==0.11.0",
+                 "jax[tpu]==0.10.2"],  # libtpu: tests compile for TPU topologies (tests/parallel/test_tpu_compile.py)
         "export": ["orbax-export", "tensorflow-cpu"],
         # libtpu for benchmarks/tpu_aot.py: compiles for TPU topologies on a CPU machine (nothing runs)
         "tpu": ["jax[tpu]==0.10.2"],

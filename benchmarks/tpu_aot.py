@@ -27,6 +27,8 @@ import sys
 import time
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Compile only: several processes may load libtpu at once (a test worker beside a benchmark, say).
+os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
@@ -39,6 +41,7 @@ from vin_jax import train as train_lib  # noqa: E402
 from vin_jax.diffusion import sampler  # noqa: E402
 from vin_jax.diffusion.schedules import Schedule  # noqa: E402
 from vin_jax.model import ModelDef  # noqa: E402
+from vin_jax.model import layers  # noqa: E402
 from vin_jax.model.layers import count_params  # noqa: E402
 from vin_jax.parallel import mesh as mesh_lib  # noqa: E402
 
@@ -69,10 +72,13 @@ def parse_set(items) -> dict:
 
 
 def case_config(args, method: str, what: str, latent_frames: int, num_chips: int):
-  config = config_lib.load_config_file(args.config)
+  path, _, variant = args.config.partition(":")   # configs/tiny.py:test, as on the command line
+  config = config_lib.load_config_file(path, variant or None)
   if config.data.name == "video_folder" and not config.data.video_dir:
     config.data.video_dir = "/unused"  # nothing reads data here
   config_lib.override(config, parse_set(args.set))
+  # This process's backend is the CPU; compile what `auto` picks on a TPU.
+  config.model.attention = layers.resolve_attention(config.model.attention, backend="tpu")
   if method == "full":
     config.model.window_mode = "full"
   elif method == "no_global":
@@ -120,7 +126,7 @@ def compile_sample(config, devices, n: int, method: str):
   model_def = ModelDef(config)
   settings = sampler.SamplerSettings.for_method(config, method)
   schedule = Schedule.from_config(config)
-  params = model_def.abstract_params()
+  params = jax.eval_shape(model_def.inference_params, model_def.abstract_params())   # as `generate` samples
   replicated, rows, video = (mesh_lib.named(mesh, s) for s in (mesh_lib.REPLICATED, mesh_lib.ROWS, mesh_lib.VIDEO))
   fn = sampling._sharded_sampler(model_def, schedule, settings, mesh, None,
                                  rescheduled=config.sampling.noise == "rescheduled")

@@ -1,7 +1,9 @@
-"""Weight decay shrinks the weight matrices only (not norms, AdaLN tables, learned tokens or embeddings)."""
+"""Weight decay shrinks the weight matrices only (not norms, AdaLN tables, learned tokens or embeddings), with
+either optimizer; Adafactor keeps a fraction of AdamW's state and descends."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from jax.tree_util import keystr, tree_flatten_with_path
 
 from vin_jax import train as train_lib
@@ -29,9 +31,10 @@ def test_decay_mask_selects_the_kernels():
   assert all(value == name.endswith(".kernel") for name, value in mask.items())
 
 
-def test_weight_decay_leaves_the_other_parameters_alone():
-  """With zero gradients AdamW's update is the decay alone: kernels shrink, everything else stays exactly."""
-  config = tiny_test_config(**{"train.weight_decay": 0.1, "train.grad_clip": 0.0})
+@pytest.mark.parametrize("name", ["adamw", "adafactor"])
+def test_weight_decay_leaves_the_other_parameters_alone(name):
+  """With zero gradients the update is the decay alone: kernels shrink, everything else stays exactly."""
+  config = tiny_test_config(**{"train.weight_decay": 0.1, "train.grad_clip": 0.0, "train.optimizer": name})
   params = ModelDef(config).init(jax.random.key(0))
   params = jax.tree.map(lambda x: x + 1.0, params)   # no zero-initialised leaf: every one could shrink
   optimizer = train_lib.make_optimizer(config)
@@ -65,3 +68,34 @@ def test_a_checkpoint_from_before_the_mask_still_loads_for_sampling(tmp_path):
   assert step == 7
   for a, b in zip(jax.tree.leaves(ema), jax.tree.leaves(state["ema"])):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def _state_bytes(tree) -> int:
+  return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
+
+
+def test_adafactor_state_is_a_small_fraction_of_adamw_at_paper_size():
+  """Abstract shapes only: AdamW keeps two fp32 moments per parameter, Adafactor a row and a column per
+  large matrix."""
+  from vin_jax import config as config_lib
+  from tests.conftest import REPO
+  config = config_lib.load_config_file(REPO / "configs" / "paper.py")
+  params = ModelDef(config).abstract_params()
+  sizes = {}
+  for name in ("adamw", "adafactor"):
+    config.train.optimizer = name
+    sizes[name] = _state_bytes(jax.eval_shape(train_lib.make_optimizer(config).init, params))
+  assert sizes["adamw"] >= 2 * _state_bytes(params)
+  assert sizes["adafactor"] < 0.01 * sizes["adamw"], sizes
+
+
+def test_adafactor_steps_against_the_gradient():
+  config = tiny_test_config(**{"train.optimizer": "adafactor", "train.weight_decay": 0.0, "train.warmup_steps": 1})
+  optimizer = train_lib.make_optimizer(config)
+  params = {"w": {"kernel": jnp.ones((256, 128))}, "b": {"bias": jnp.ones((128,))}}
+  grads = jax.tree.map(lambda x: jax.random.normal(jax.random.key(x.size), x.shape), params)
+  state = optimizer.init(params)
+  for _ in range(2):   # step 0 has learning rate 0
+    updates, state = optimizer.update(grads, state, params)
+  for u, g in zip(jax.tree.leaves(updates), jax.tree.leaves(grads)):
+    assert float(jnp.sum(u * g)) < 0 and bool(jnp.all(jnp.isfinite(u)))

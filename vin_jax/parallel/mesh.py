@@ -17,6 +17,7 @@ BATCH = ("data", "fsdp")
 CHUNK = "chunk"
 VIDEO = P(BATCH, CHUNK)      # [B, N or T, ...]
 ROWS = P(BATCH)              # [B, ...]
+CHUNKS = P(None, CHUNK)      # [B, N, ...] for a shard_map manual over 'chunk' only (the train step)
 REPLICATED = P()
 FSDP_MIN_SIZE = 2 ** 10      # parameters smaller than this stay replicated
 
@@ -35,11 +36,16 @@ def is_sharded(mesh: Mesh | None) -> bool:
   return mesh is not None and mesh.size > 1
 
 
-def param_spec(shape: tuple[int, ...], fsdp: int) -> P:
-  """FSDP rule: split the largest axis divisible by the fsdp size; small or indivisible stay replicated."""
+def param_spec(shape: tuple[int, ...], fsdp: int, *, layer_axis: bool = False) -> P:
+  """FSDP rule: split the largest axis divisible by the fsdp size; small or indivisible stay replicated.
+
+  `layer_axis`: axis 0 is a scanned stack's layer axis (model.scan_layers), never split: the scan takes
+  one layer per iteration, and a split layer axis would gather the whole stack.
+  """
   if fsdp == 1 or int(np.prod(shape, dtype=np.int64)) < FSDP_MIN_SIZE:
     return P()
-  for axis in np.argsort(shape)[::-1]:
+  first = 1 if layer_axis else 0
+  for axis in np.argsort(shape[first:])[::-1] + first:
     if shape[axis] % fsdp == 0:
       spec = [None] * len(shape)
       spec[axis] = "fsdp"
@@ -49,8 +55,11 @@ def param_spec(shape: tuple[int, ...], fsdp: int) -> P:
 
 def state_shardings(abstract_state, mesh: Mesh):
   """NamedShardings for a train state (params, optimizer moments and EMA follow the same rule)."""
+  from vin_jax.model import layout
   fsdp = mesh.shape["fsdp"]
-  return jax.tree.map(lambda x: NamedSharding(mesh, param_spec(tuple(x.shape), fsdp)), abstract_state)
+  return jax.tree_util.tree_map_with_path(
+      lambda path, x: NamedSharding(mesh, param_spec(tuple(x.shape), fsdp, layer_axis=layout.has_layer_axis(path))),
+      abstract_state)
 
 
 def named(mesh: Mesh, spec: P) -> NamedSharding:
