@@ -129,7 +129,7 @@ def compile_sample(config, devices, n: int, method: str):
   model_def = ModelDef(config)
   settings = sampler.SamplerSettings.for_method(config, method)
   schedule = Schedule.from_config(config)
-  params = jax.eval_shape(model_def.inference_params, model_def.abstract_params())   # as `generate` samples
+  params = jax.eval_shape(model_def.compute_params, model_def.abstract_params())   # as `generate` samples
   replicated, rows, video = (mesh_lib.named(mesh, s) for s in (mesh_lib.REPLICATED, mesh_lib.ROWS, mesh_lib.VIDEO))
   fn = sampling._sharded_sampler(model_def, schedule, settings, mesh, None,
                                  rescheduled=config.sampling.noise == "rescheduled")

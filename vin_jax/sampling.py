@@ -71,7 +71,7 @@ def generate(config, model_def: ModelDef, params, text, rng, *, method: str = "v
   with model.window_mode="full" runs `sampler.supported_methods(config)` only.
   """
   num_chunks = num_chunks or config.sampling.num_chunks
-  params = model_def.inference_params(params)   # bf16 matmul weights of a bf16 model: half the memory, same output
+  params = model_def.compute_params(params)   # bf16 matmul weights of a bf16 model: half the memory, same output
   settings = sampler.SamplerSettings.for_method(config, method)
   schedule = Schedule.from_config(config)
   h, w, c = config_lib.latent_shape(config)

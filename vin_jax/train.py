@@ -97,8 +97,10 @@ def make_loss_sums(model_def: ModelDef, config, mesh=None):
       latents = video.reshape(video.shape[0], video.shape[1] // f, f, *video.shape[2:])
     else:
       latents = frames_to_latents(autoencoder_lib.make_autoencoder(config), video, f)
-    return loss_lib.diffusion_loss(model_def.bind(params), schedule, config, latents, text, rng,
-                                   axis_name=axis_name, row_offset=row_offset)
+    # bf16 matmul weights (a no-op for fp32 models): under FSDP the weight gathers and gradient buffers halve.
+    model = model_def.bind(model_def.compute_params(params))
+    return loss_lib.diffusion_loss(model, schedule, config, latents, text, rng, axis_name=axis_name,
+                                   row_offset=row_offset)
 
   if not mesh_lib.is_sharded(mesh):
     return lambda params, frames, text, rng: local_sums(params, frames, text, rng, None, 0)

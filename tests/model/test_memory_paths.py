@@ -71,12 +71,12 @@ def test_remat_and_attention_choices_give_the_same_loss_and_gradients(overrides,
     np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
 
 
-def test_inference_params_halve_the_matmul_weights_of_a_bf16_model_and_change_no_output():
+def test_compute_params_halve_the_matmul_weights_of_a_bf16_model_and_change_no_output():
   from tests.model.helpers import random_inputs
   config = tiny_test_config(**{"model.dtype": "bfloat16"})
   model_def = ModelDef(config)
   params = perturbed_params(model_def)
-  cast = model_def.inference_params(params)
+  cast = model_def.compute_params(params)
   nbytes = lambda tree: sum(x.nbytes for x in jax.tree.leaves(tree))
   assert nbytes(cast) < 0.8 * nbytes(params)
   assert cast["dit"]["blocks"][0]["attn"]["q"]["kernel"].dtype == jnp.bfloat16
@@ -85,4 +85,4 @@ def test_inference_params_halve_the_matmul_weights_of_a_bf16_model_and_change_no
   run = jax.jit(lambda p: model_def.bind(p)(x, t, text, context_frames=2)[0])
   np.testing.assert_array_equal(np.asarray(run(cast)), np.asarray(run(params)))
   fp32 = ModelDef(tiny_test_config())
-  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(fp32.inference_params(perturbed_params(fp32))))
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(fp32.compute_params(perturbed_params(fp32))))

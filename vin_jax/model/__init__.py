@@ -28,10 +28,12 @@ class ModelDef:
   def abstract_params(self) -> dict:
     return jax.eval_shape(self.init, jax.random.key(0))
 
-  def inference_params(self, params: dict) -> dict:
-    """`params` with the kernels and biases of the bf16-computing linear layers stored in bf16, for sampling:
-    half their memory and the same outputs, bit for bit (nnx.Linear casts them to its dtype before the
-    matmul anyway). Norm scales, embeddings and fp32 layers are kept as they are."""
+  def compute_params(self, params: dict) -> dict:
+    """`params` with the kernels and biases of the bf16-computing linear layers cast to bf16: the same outputs
+    and gradients, bit for bit (nnx.Linear casts them to its dtype before the matmul anyway), at half the
+    bytes. Sampling stores its weights so; the train step casts its fp32 master weights so before use, so
+    FSDP gathers bf16 weights and the gradients they return are bf16 until the cast back. Norm scales,
+    embeddings and fp32 layers are kept as they are."""
     def cast(tree, path, dtype):
       node = tree
       for key in path[:-1]:
