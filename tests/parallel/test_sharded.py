@@ -1,5 +1,6 @@
 """A sharded run gives the single-device numbers (fp32, 1e-5): train step (loss, gradients, updated
-parameters) and the sampler, with mesh.chunk = 8, 4 and 2 over 8 simulated CPU devices."""
+parameters) and the sampler, with mesh.chunk = 8, 4 and 2 over 8 simulated CPU devices. On the FSDP mesh the
+loss gradient and the sampler run the scanned layout (model.scan_layers) against the unrolled reference."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,6 +9,7 @@ import pytest
 from vin_jax import config as config_lib
 from vin_jax import sampling
 from vin_jax import train as train_lib
+from vin_jax.model import layout
 from vin_jax.parallel import mesh as mesh_lib
 
 from tests.model.helpers import perturbed_params, tiny_test_config
@@ -16,10 +18,14 @@ NUM_CHUNKS, BATCH = 8, 4
 MESHES = [dict(data=1, chunk=8), dict(data=2, chunk=4), dict(data=2, fsdp=2, chunk=2)]
 
 
-def _config(data=1, fsdp=1, chunk=1):
+def _config(data=1, fsdp=1, chunk=1, scan=False):
   config = tiny_test_config(**{"mesh.data": data, "mesh.fsdp": fsdp, "mesh.chunk": chunk,
-                          "data.batch_size": BATCH, "sampling.num_chunks": NUM_CHUNKS})
+                          "data.batch_size": BATCH, "sampling.num_chunks": NUM_CHUNKS, "model.scan_layers": scan})
   return config
+
+
+def _scanned(axes) -> bool:
+  return axes.get("fsdp", 1) > 1
 
 
 def _batch(config):
@@ -75,10 +81,12 @@ def test_sharded_train_step_matches_single_device(reference, axes):
   model_def = train_lib.ModelDef(config)
   optimizer = train_lib.make_optimizer(config)
 
-  loss, grads = _grads(config, mesh, reference["state"]["params"], mesh_lib.global_batch(reference["batch"], mesh),
-                       jax.random.key(1))
+  scan = _scanned(axes)
+  params = reference["state"]["params"]
+  loss, grads = _grads(_config(**axes, scan=scan), mesh, layout.stack_layers(params) if scan else params,
+                       mesh_lib.global_batch(reference["batch"], mesh), jax.random.key(1))
   np.testing.assert_allclose(loss, reference["loss"], rtol=1e-5)
-  _close(grads, reference["grads"])
+  _close(layout.unstack_layers(grads) if scan else grads, reference["grads"])
 
   state = train_lib.create_state(model_def, optimizer, jax.random.key(0), mesh)
   # Host copies: device_put of a device-0 array may alias it, and the step donates its state.
@@ -96,18 +104,20 @@ def test_sharded_train_step_matches_single_device(reference, axes):
 
 @pytest.mark.parametrize("axes", MESHES, ids=lambda a: "x".join(f"{k}{v}" for k, v in a.items()))
 def test_sharded_sampler_matches_single_device(reference, axes):
-  config = _config(**axes)
+  config = _config(**axes, scan=_scanned(axes))
   mesh = mesh_lib.make_mesh(config)
   model_def = train_lib.ModelDef(config)
   text = jnp.asarray(reference["batch"]["text_tokens"])
-  samples = sampling.generate(config, model_def, reference["state"]["params"], text, jax.random.key(2),
+  params = reference["state"]["params"]
+  params = layout.stack_layers(params) if _scanned(axes) else params
+  samples = sampling.generate(config, model_def, params, text, jax.random.key(2),
                               num_chunks=NUM_CHUNKS, mesh=mesh)
   assert samples.sharding.spec == mesh_lib.VIDEO
   np.testing.assert_allclose(np.asarray(samples), np.asarray(reference["samples"]), atol=1e-5, rtol=1e-5)
 
   # Image-to-video on the mesh: each device holds its own given frames; the same compiled program serves it.
   clean_x0, clean_mask = sampling.first_frame_condition(config, _first_frames(config), NUM_CHUNKS)
-  given = sampling.generate(config, model_def, reference["state"]["params"], text, jax.random.key(2),
+  given = sampling.generate(config, model_def, params, text, jax.random.key(2),
                             num_chunks=NUM_CHUNKS, mesh=mesh, clean_x0=clean_x0, clean_mask=clean_mask)
   np.testing.assert_allclose(np.asarray(given), np.asarray(reference["samples_first_frame"]), atol=1e-5, rtol=1e-5)
   np.testing.assert_allclose(np.asarray(given)[:, 0, 0], np.asarray(clean_x0)[:, 0, 0], atol=1e-6)

@@ -355,8 +355,26 @@ def _scan_blocks(stacked: DiTBlock, segments: list[Segment], args, remat: str, p
 
   if remat != "none":
     body = jax.checkpoint(body, policy=policy, prevent_cse=False)
-  segments, _ = jax.lax.scan(body, segments, state_NxX)
+  segments, _ = jax.lax.scan(body, _vary_like_the_block(segments, (args, state_NxX)), state_NxX)
   return segments
+
+
+def _vary_like_the_block(segments: list[Segment], inputs) -> list[Segment]:
+  """Inside shard_map, joint attention makes every segment's tokens vary over every mesh axis that any input
+  varies over (the global tokens, the same on all 'chunk' devices, meet the chunk's own tokens). A scan's
+  carry must keep its type, so the tokens enter already varying over all of those axes."""
+  leaves = jax.tree.leaves((segments, inputs))
+  axes = frozenset().union(*(_varying_axes(x) for x in leaves))
+  out = []
+  for seg in segments:
+    missing = tuple(sorted(axes - _varying_axes(seg.x)))
+    out.append(Segment(jax.lax.pcast(seg.x, missing, to="varying") if missing else seg.x, seg.mod, seg.rope))
+  return out
+
+
+def _varying_axes(x) -> frozenset:
+  """The manual mesh axes a traced value varies over (empty outside shard_map)."""
+  return frozenset(jax.typeof(x).mat.varying)
 
 
 def count_params(tree) -> int:
