@@ -127,7 +127,7 @@ def test_scan_sampler_matches_the_python_loop(config, model_def, params, text, p
                           guidance_scale=guidance_scale, cfg_renorm=cfg_renorm)
   assert got.shape == noise.shape
   assert np.abs(got - np.asarray(noise)).max() > 0.1   # it moved
-  np.testing.assert_allclose(got, want, atol=1e-6, rtol=0)
+  np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)   # fp32 rounding: XLA fuses the scan and the loop differently
 
 
 # ----------------------------------------------------------------------------------------------
