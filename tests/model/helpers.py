@@ -28,3 +28,18 @@ def random_inputs(config, batch=2, num_chunks=3, seed=0):
   text = jax.numpy.asarray(np.random.RandomState(seed).randint(1, 200, (batch, config.text.max_length)),
                            jax.numpy.int32)
   return x, t, text
+
+
+def train_batch(config, batch=2, num_chunks=2):
+  """A uint8 pixel batch {"frames" [B, T, 8, 8, 3], "text_tokens" [B, Lt]} for the tiny:test config."""
+  frames = jax.random.randint(jax.random.key(1), (batch, num_chunks * config.chunking.chunk_frames, 8, 8, 3), 0, 256)
+  text = jax.random.randint(jax.random.key(2), (batch, config.text.max_length), 1, 200)
+  return {"frames": np.asarray(frames, np.uint8), "text_tokens": np.asarray(text, np.int32)}
+
+
+def loss_and_grads(config, params, batch):
+  """The training loss of `batch` and its parameter gradients (jitted, fixed rng), as the train step takes them."""
+  from vin_jax import train as train_lib
+  loss_sums = train_lib.make_loss_sums(ModelDef(config), config)
+  fn = lambda p, frames, text: loss_sums(p, frames, text, jax.random.key(3))["loss"]
+  return jax.jit(jax.value_and_grad(fn))(params, batch["frames"], batch["text_tokens"])

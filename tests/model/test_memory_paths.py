@@ -5,10 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vin_jax import train as train_lib
 from vin_jax.model import ModelDef, layers
 
-from tests.model.helpers import perturbed_params, tiny_test_config
+from tests.model.helpers import loss_and_grads, perturbed_params, tiny_test_config, train_batch
 
 
 def _qkv(b=2, q=37, k=29, h=2, d=8):
@@ -39,20 +38,13 @@ def test_auto_attention_is_the_reference_on_cpu():
 
 
 def _loss_and_grads(overrides, batch):
-  config = tiny_test_config(**overrides)
-  model_def = ModelDef(config)
   params = perturbed_params(ModelDef(tiny_test_config()))   # the same parameters for every variant
-  loss_sums = train_lib.make_loss_sums(model_def, config)
-  fn = lambda p, frames, text: loss_sums(p, frames, text, jax.random.key(3))["loss"]
-  return jax.jit(jax.value_and_grad(fn))(params, batch["frames"], batch["text_tokens"])
+  return loss_and_grads(tiny_test_config(**overrides), params, batch)
 
 
 @pytest.fixture(scope="module")
 def batch():
-  config = tiny_test_config()
-  frames = jax.random.randint(jax.random.key(1), (2, 2 * config.chunking.chunk_frames, 8, 8, 3), 0, 256)
-  text = jax.random.randint(jax.random.key(2), (2, config.text.max_length), 1, 200)
-  return {"frames": np.asarray(frames, np.uint8), "text_tokens": np.asarray(text, np.int32)}
+  return train_batch(tiny_test_config())
 
 
 @pytest.fixture(scope="module")

@@ -17,24 +17,18 @@ from vin_jax.export import files, init_from, names, writer
 from vin_jax.model import ModelDef, layout
 from vin_jax.parallel import mesh as mesh_lib
 
-from tests.model.helpers import random_inputs, tiny_test_config
+from tests.model.helpers import loss_and_grads, random_inputs, tiny_test_config, train_batch
 
 SCAN = {"model.scan_layers": True}
 
 
 def _loss_and_grads(overrides, params, batch):
-  config = tiny_test_config(**overrides)
-  loss_sums = train_lib.make_loss_sums(ModelDef(config), config)
-  fn = lambda p, frames, text: loss_sums(p, frames, text, jax.random.key(3))["loss"]
-  return jax.jit(jax.value_and_grad(fn))(params, batch["frames"], batch["text_tokens"])
+  return loss_and_grads(tiny_test_config(**overrides), params, batch)
 
 
 @pytest.fixture(scope="module")
 def batch():
-  config = tiny_test_config()
-  frames = jax.random.randint(jax.random.key(1), (2, 2 * config.chunking.chunk_frames, 8, 8, 3), 0, 256)
-  text = jax.random.randint(jax.random.key(2), (2, config.text.max_length), 1, 200)
-  return {"frames": np.asarray(frames, np.uint8), "text_tokens": np.asarray(text, np.int32)}
+  return train_batch(tiny_test_config())
 
 
 @pytest.fixture(scope="module")
