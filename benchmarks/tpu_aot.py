@@ -17,7 +17,7 @@ temporaries, total), whether that fits the chip, FLOPs per chip, XLA's roofline 
 - A program that cannot fit is refused by the compiler: its row says NO with the temporaries it asked for.
 - A scanned model (model.scan_layers) is compiled as it runs for the memory; its FLOPs and roofline come from
   unrolled compiles at depth 1 and 2, extrapolated (XLA's cost analysis counts a scan body once).
-- Attention is the TPU's `auto` choice (`blocked`); Pallas splash attention is not built (issue #13).
+- Attention is the TPU's `auto` choice (Pallas splash attention, compiled for the TPU: `splash.INTERPRET = False`).
 """
 from __future__ import annotations
 
@@ -45,9 +45,11 @@ from vin_jax.diffusion import sampler  # noqa: E402
 from vin_jax.diffusion.schedules import Schedule  # noqa: E402
 from vin_jax.model import ModelDef  # noqa: E402
 from vin_jax.model import layers  # noqa: E402
+from vin_jax.model import splash  # noqa: E402
 from vin_jax.model.layers import count_params  # noqa: E402
 from vin_jax.parallel import mesh as mesh_lib  # noqa: E402
 
+splash.INTERPRET = False   # compile the Pallas kernels for the TPU, not for the CPU's interpreter
 GiB = 2 ** 30
 # HBM per chip, and peak bf16 FLOP/s per chip (public spec sheets).
 CHIPS = {"v4": (32 * GiB, 275e12), "v5e": (16 * GiB, 197e12), "v5p": (95.74 * GiB, 459e12),
@@ -167,6 +169,7 @@ class Row:
   peak_fraction: float
   compile_seconds: float
   cost_from: str   # "program", or "depth 1, 2" (see depth_extrapolated_cost)
+  collective_mib: float = float("nan")   # see collective_bytes
 
 
 def _compile(config, devices, n: int, what: str, method: str):
@@ -186,6 +189,27 @@ def _cost(compiled) -> tuple[float, float]:
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   return float(cost.get("flops", 0.0)), float(cost.get("optimal_seconds", 0.0))
+
+
+_COLLECTIVE = re.compile(r"=\s*(.+?)\s+(all-gather|all-reduce|reduce-scatter|collective-permute|all-to-all)"
+                         r"(-done)?\(")
+_ARRAY = re.compile(r"\b(pred|s8|u8|s16|u16|bf16|f16|s32|u32|f32|s64|u64|f64)\[([\d,]*)\]")
+_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "bf16": 2, "f16": 2, "s32": 4, "u32": 4, "f32": 4,
+          "s64": 8, "u64": 8, "f64": 8}
+
+
+def collective_bytes(hlo_text: str) -> int:
+  """Bytes produced per chip by the collectives (all-gather, all-reduce, reduce-scatter, collective-permute,
+  all-to-all) of an optimised HLO module, each op counted once as written: a loop body (the layer scan)
+  counts once, not once per iteration. Asynchronous pairs count at their -done op."""
+  total = 0
+  for line in hlo_text.splitlines():
+    match = _COLLECTIVE.search(line)
+    if not match or f"{match.group(2)}-start(" in line:
+      continue
+    for dtype, dims in _ARRAY.findall(match.group(1)):
+      total += _BYTES[dtype] * int(np.prod([int(d) for d in dims.split(",") if d], dtype=np.int64))
+  return total
 
 
 def depth_extrapolated_cost(config, devices, n: int, what: str, method: str) -> tuple[float, float]:
@@ -226,18 +250,20 @@ def measure(args, topology: str, what: str, method: str, latent_frames: int) -> 
     (flops, optimal), cost_from = _cost(compiled), "program"
   return Row(topology, method, what, latent_frames, params, mem.argument_size_in_bytes / GiB,
              mem.temp_size_in_bytes / GiB, total / GiB, total <= hbm, flops / 1e12, optimal,
-             flops / (optimal * peak) if optimal > 0 else 0.0, seconds, cost_from)
+             flops / (optimal * peak) if optimal > 0 else 0.0, seconds, cost_from,
+             collective_bytes(compiled.as_text()) / 2 ** 20)
 
 
 HEADER = ("topology", "method", "what", "frames", "params", "args GiB", "temp GiB", "total GiB", "fits",
-          "TFLOP/chip", "XLA s", "peak frac", "compile s", "cost from")
+          "TFLOP/chip", "XLA s", "peak frac", "compile s", "cost from", "collective MiB")
 
 
 def format_row(r: Row) -> str:
   params = f"{r.params / 1e9:.2f}B" if r.params >= 1e8 else f"{r.params / 1e6:.2f}M"
   cells = (r.topology, r.method, r.what, r.latent_frames, params, f"{r.argument_gib:.2f}",
            f"{r.temp_gib:.2f}", f"{r.total_gib:.2f}", "yes" if r.fits else "NO", f"{r.tflops_per_chip:.1f}",
-           f"{r.optimal_seconds:.3f}", f"{r.peak_fraction:.2f}", f"{r.compile_seconds:.0f}", r.cost_from)
+           f"{r.optimal_seconds:.3f}", f"{r.peak_fraction:.2f}", f"{r.compile_seconds:.0f}", r.cost_from,
+           f"{r.collective_mib:.1f}")
   return "| " + " | ".join(str(c) for c in cells) + " |"
 
 

@@ -20,9 +20,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.window_mode = "chunked"  # "chunked" (VIN / no_global) or "full" (one window over the video)
   c.model.dtype = "float32"       # activations; softmax, norms and losses stay fp32
   c.model.rope_theta = 10000.0
-  # Attention implementation: "auto" (cudnn on GPU, blocked on TPU, einsum on CPU) | "einsum" (fp32 logits
+  # Attention implementation: "auto" (cudnn on GPU, splash on TPU, einsum on CPU) | "einsum" (fp32 logits
   # for all queries) | "blocked" (query blocks, rematerialised: memory-efficient, same numbers) | "xla" |
-  # "cudnn" (jax.nn.dot_product_attention). See vin_jax/model/layers.py.
+  # "cudnn" (jax.nn.dot_product_attention) | "splash" (Pallas splash attention; interpreted, slowly, off TPU).
+  # See vin_jax/model/layers.py and vin_jax/model/splash.py.
   c.model.attention = "auto"
   c.model.remat = "none"          # per block in the backward pass: "none" | "full" | "dots" (keep matmul outputs)
   c.model.scan_layers = False     # DiT blocks and VIN processor as one stacked module scanned over (one layer compiled)

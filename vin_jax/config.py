@@ -74,7 +74,7 @@ def fusion_steps(config) -> int:
 _CHOICES = {
     "model.window_mode": ("chunked", "full"),
     "model.dtype": ("float32", "bfloat16"),
-    "model.attention": ("auto", "einsum", "blocked", "xla", "cudnn"),
+    "model.attention": ("auto", "einsum", "blocked", "xla", "cudnn", "splash"),
     "model.remat": ("none", "full", "dots"),
     "autoencoder.kind": ("patch", "vae3d"),
     "text.encoder": ("bytes", "precomputed"),

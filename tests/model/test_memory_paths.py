@@ -1,5 +1,6 @@
 """The memory-saving paths compute what the reference computes: attention kinds (blocked, XLA's
-dot_product_attention) against einsum, and rematerialised blocks against plain ones (fp32, 1e-5)."""
+dot_product_attention, Pallas splash attention in interpret mode) against einsum, and rematerialised blocks
+against plain ones (fp32, 1e-5)."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,7 +19,7 @@ def _qkv(b=2, q=37, k=29, h=2, d=8):
   return (*qkv, mask)
 
 
-@pytest.mark.parametrize("kind", ["blocked", "xla"])
+@pytest.mark.parametrize("kind", ["blocked", "xla", "splash"])
 def test_attention_kinds_match_the_einsum_reference(kind, monkeypatch):
   monkeypatch.setattr(layers, "BLOCK_QUERIES", 8)   # 37 queries: 5 blocks, the last one padded
   q, k, v, mask = _qkv()
@@ -52,7 +53,8 @@ def reference(batch):
   return _loss_and_grads({}, batch)
 
 
-@pytest.mark.parametrize("overrides", [{"model.remat": "full"}, {"model.remat": "dots", "model.attention": "blocked"}],
+@pytest.mark.parametrize("overrides", [{"model.remat": "full"}, {"model.remat": "dots", "model.attention": "blocked"},
+                                       {"model.remat": "full", "model.attention": "splash"}],
                          ids=lambda o: ",".join(o.values()))
 def test_remat_and_attention_choices_give_the_same_loss_and_gradients(overrides, batch, reference, monkeypatch):
   monkeypatch.setattr(layers, "BLOCK_QUERIES", 16)   # tiny windows hold 80 tokens: force several blocks

@@ -154,3 +154,15 @@ def test_sharded_sampler_with_rescheduled_noise_matches_single_device(reference)
                               mesh=mesh_lib.make_mesh(sharded_config))
   np.testing.assert_allclose(np.asarray(sharded), np.asarray(single), atol=1e-5, rtol=1e-5)
   assert float(np.abs(np.asarray(single) - np.asarray(reference["samples"])).max()) > 1e-3
+
+
+def test_sharded_sampler_with_splash_attention_matches_single_device(reference):
+  # Pallas splash attention, interpreted on the CPU, inside the sampler's shard_map (every axis manual).
+  # The train step's splash path (nested shard_map over 'data'/'fsdp') is compiled for TPU in
+  # tests/parallel/test_tpu_compile.py; the interpreter cannot run it under a partially manual shard_map.
+  config = _config(data=2, chunk=4)
+  config.model.attention = "splash"
+  text = jnp.asarray(reference["batch"]["text_tokens"])
+  samples = sampling.generate(config, train_lib.ModelDef(config), reference["state"]["params"], text,
+                              jax.random.key(2), num_chunks=NUM_CHUNKS, mesh=mesh_lib.make_mesh(config))
+  np.testing.assert_allclose(np.asarray(samples), np.asarray(reference["samples"]), atol=1e-5, rtol=1e-5)

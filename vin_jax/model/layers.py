@@ -12,12 +12,16 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from vin_jax.parallel import mesh as mesh_lib
+
 NEG_INF = -1e30
 # model.attention: "einsum" materialises fp32 [B, H, Q, K] logits (the reference); "blocked" runs query blocks
 # of BLOCK_QUERIES one at a time, each rematerialised in the backward pass, so logits never exist for all
 # queries at once (memory-efficient attention, Rabe & Staats 2021; same numbers); "xla" / "cudnn" are
-# jax.nn.dot_product_attention's implementations. "auto": cudnn on GPU, blocked on TPU, einsum on CPU.
-ATTENTION_KINDS = ("auto", "einsum", "blocked", "xla", "cudnn")
+# jax.nn.dot_product_attention's implementations; "splash" is Pallas splash attention (`model/splash.py`: TPU
+# flash attention; off TPU it runs in Pallas interpret mode, slowly, for tests).
+# "auto": cudnn on GPU, splash on TPU, einsum on CPU.
+ATTENTION_KINDS = ("auto", "einsum", "blocked", "xla", "cudnn", "splash")
 BLOCK_QUERIES = 1024
 # model.remat: "none"; "full" recomputes each block in the backward pass (keeps only its input); "dots"
 # saves the outputs of matmuls without batch dimensions (the linear layers), recomputes the rest.
@@ -30,7 +34,7 @@ def resolve_attention(kind: str, backend: str | None = None) -> str:
     raise ValueError(f"model.attention={kind!r} must be one of {ATTENTION_KINDS}")
   if kind != "auto":
     return kind
-  return {"gpu": "cudnn", "tpu": "blocked"}.get(backend or jax.default_backend(), "einsum")
+  return {"gpu": "cudnn", "tpu": "splash"}.get(backend or jax.default_backend(), "einsum")
 
 
 def attention(q_BxQxHxDh, k_BxKxHxDh, v_BxKxHxDh, key_mask_BxK=None, *, return_lse: bool = False,
@@ -45,6 +49,9 @@ def attention(q_BxQxHxDh, k_BxKxHxDh, v_BxKxHxDh, key_mask_BxK=None, *, return_l
     return _einsum_attention(q_BxQxHxDh, k_BxKxHxDh, v_BxKxHxDh, key_mask_BxK, return_lse=return_lse)
   if kind == "blocked":
     return _blocked_attention(q_BxQxHxDh, k_BxKxHxDh, v_BxKxHxDh, key_mask_BxK)
+  if kind == "splash":
+    from vin_jax.model import splash   # Pallas: imported only when used
+    return splash.splash_attention(q_BxQxHxDh, k_BxKxHxDh, v_BxKxHxDh, key_mask_BxK)
   if kind in ("xla", "cudnn"):
     mask = None if key_mask_BxK is None else key_mask_BxK[:, None, None, :]
     out = jax.nn.dot_product_attention(q_BxQxHxDh, k_BxKxHxDh, v_BxKxHxDh, mask=mask, implementation=kind)
@@ -279,6 +286,7 @@ class DiTBlock(nnx.Module):
     self.post_mlp = RMSNorm(width)
 
   def __call__(self, segments: list[Segment], text_BxLtxDt, text_mask_BxLt, key_mask_BxL=None):
+    segments = [Segment(mesh_lib.rows_over_auto_batch_axes(s.x), s.mod, s.rope) for s in segments]
     shapes = [s.x.shape for s in segments]
     mods = [s.mod + self.table[...] for s in segments]
 
@@ -301,7 +309,7 @@ class DiTBlock(nnx.Module):
     mods = [s.mod + self.table[...] for s in segments]
     h = self.mlp(modulated(self.norm_mlp, 3, 4))
     xs = gated(self.post_mlp(h), 5)
-    return [Segment(x_, s.mod, s.rope) for x_, s in zip(xs, segments)]
+    return [Segment(mesh_lib.rows_over_auto_batch_axes(x_), s.mod, s.rope) for x_, s in zip(xs, segments)]
 
 
 def make_blocks(make_block, depth: int, rngs: nnx.Rngs, *, stacked: bool = False):

@@ -66,6 +66,25 @@ def named(mesh: Mesh, spec: P) -> NamedSharding:
   return NamedSharding(mesh, spec)
 
 
+def rows_over_auto_batch_axes(x_BxE):
+  """x with its rows split over the batch axes ('data', 'fsdp') that are still the compiler's (Auto) here.
+
+  Inside the train step's shard_map (manual over 'chunk' only) XLA decides how activations are split over
+  'data' and 'fsdp'. Left alone, it followed the fsdp-split weights into a head-parallel layout with every
+  window's activations on every chip (the v5e:4x4 paper step held [64 windows, 7232, 1152] per chip). The
+  blocks pin their tokens to rows, as FSDP means: the weights are gathered per layer, the batch stays split.
+  A no-op outside a mesh, when the axes are manual (the sampler) or of size 1, or when the rows do not divide.
+  """
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty:
+    return x_BxE
+  types = dict(zip(mesh.axis_names, mesh.axis_types))
+  axes = tuple(a for a in BATCH if a in types and types[a] != AxisType.Manual and mesh.shape[a] > 1)
+  if not axes or x_BxE.shape[0] % int(np.prod([mesh.shape[a] for a in axes])):
+    return x_BxE
+  return jax.lax.with_sharding_constraint(x_BxE, P(axes))
+
+
 def batch_row_offset(local_rows: int):
   """Inside shard_map: the global index of this device's first batch row."""
   return jax.lax.axis_index(BATCH) * local_rows
