@@ -96,12 +96,16 @@ def print_measured(rows):
   lengths = sorted({f for f, _, _, _ in rows})
   if not all((f, m) in by for f in lengths for m in ("vin", "full")):
     return
-  print("\n| latent frames | VIN / full (analytic) | VIN / full (XLA) | VIN GFLOP / frame (analytic) "
-        "| VIN GFLOP / frame (XLA) | VIN memory / full memory |")
-  print("|---:|---:|---:|---:|---:|---:|")
+  print("\n| latent frames | VIN / full (analytic) | VIN / full (XLA) | VIN shared / full (analytic) "
+        "| VIN shared / full (XLA) | VIN GFLOP / frame (analytic) | VIN GFLOP / frame (XLA) "
+        "| VIN memory / full memory |")
+  print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+  nan = {"total": float("nan"), "flops": float("nan")}
   for f in lengths:
     (va, vx), (fa, fx) = by[(f, "vin")], by[(f, "full")]
-    print(f"| {f} | {va['total'] / fa['total']:.3f} | {vx['flops'] / fx['flops']:.3f} | {va['per_frame'] / 1e9:.4f} "
+    sa, sx = by.get((f, "vin shared"), (nan, nan))
+    print(f"| {f} | {va['total'] / fa['total']:.3f} | {vx['flops'] / fx['flops']:.3f} "
+          f"| {sa['total'] / fa['total']:.3f} | {sx['flops'] / fx['flops']:.3f} | {va['per_frame'] / 1e9:.4f} "
           f"| {vx['flops'] / f / 1e9:.4f} | {vx['memory_bytes'] / fx['memory_bytes']:.3f} |")
 
 
@@ -109,17 +113,27 @@ def print_paper(config, lengths):
   rows_per_video = 2 if config.sampling.guidance_scale != 1.0 else 1
   print(f"\nconfigs/paper.py, analytic only: TFLOP per sampling step (batch 1; guidance "
         f"{config.sampling.guidance_scale} -> {rows_per_video} model rows per video)")
-  print("| latent frames | vin | no_global | full | autoregressive | VIN / full | VIN TFLOP / frame "
-        "| VIN network share of vin | matmul share of vin |")
-  print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+  print("| latent frames | vin | no_global | full | autoregressive | VIN / full | VIN shared / full "
+        "| VIN TFLOP / frame | VIN network share of vin | matmul share of vin |")
+  print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+  shared = shared_context_config(config)
   for frames in lengths:
     n = chunks_for(config, frames)
     r = {m: flops.sampling_step_flops(config, m, n) for m in flops.METHODS}
     v = r["vin"]
+    vs = flops.sampling_step_flops(shared, "vin", n)
     print(f"| {frames} | {v['total'] / 1e12:.1f} | {r['no_global']['total'] / 1e12:.1f} "
           f"| {r['full']['total'] / 1e12:.1f} | {r['autoregressive']['total'] / 1e12:.1f} "
-          f"| {v['total'] / r['full']['total']:.3f} | {v['per_frame'] / 1e12:.3f} | {v['vin'] / v['total']:.3f} "
-          f"| {v['matmul'] / v['total']:.3f} |")
+          f"| {v['total'] / r['full']['total']:.3f} | {vs['total'] / r['full']['total']:.3f} "
+          f"| {v['per_frame'] / 1e12:.3f} | {v['vin'] / v['total']:.3f} | {v['matmul'] / v['total']:.3f} |")
+
+
+def shared_context_config(config):
+  """The same config with chunking.context_mode="shared" (no fusion: each frame has one prediction)."""
+  shared = config.copy_and_resolve_references()
+  shared.chunking.context_mode, shared.sampling.fusion = "shared", "none"
+  config_lib.validate(shared)
+  return shared
 
 
 def main():
@@ -136,6 +150,7 @@ def main():
         f"G={config.vin.num_global_tokens}, chunk {config.chunking.chunk_frames}, context "
         f"{config.chunking.inference_context_frames}, keyframe stride {config_lib.keyframe_stride(config)}")
   rows = measure(config, lengths)
+  rows += [(f, "vin shared", a, x) for f, _, a, x in measure(shared_context_config(config), lengths, ("vin",))]
   print_measured(rows)
   print_paper(paper_config(), sorted(set(lengths) | set(DEFAULT_LENGTHS)))
   print(f"\n({time.perf_counter() - start:.0f} s)")

@@ -42,7 +42,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.chunking.context_frames = 4             # L in training
   c.chunking.inference_context_frames = 4   # L at sampling
   c.chunking.keyframe_seconds = 1.0         # T_s
-  c.chunking.stop_gradient_context = True
+  c.chunking.stop_gradient_context = True   # window i's own frames send no gradient into its context's keys/values
+  # "recompute" (the paper): each window recomputes its L context frames through the DiT. "shared" (beyond
+  # the paper): each window is its chunk alone, and every self-attention also reads the keys and values the
+  # previous chunk's own tokens computed for its last L frames (vin_jax/model/local_context.py); each frame
+  # then has one prediction, so it takes sampling.fusion="none".
+  c.chunking.context_mode = "recompute"
 
   c.autoencoder = ml_collections.ConfigDict()
   c.autoencoder.kind = "patch"      # weight-free space-to-depth

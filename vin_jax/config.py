@@ -83,11 +83,15 @@ _CHOICES = {
     "diffusion.t_sampling": ("default", "uniform", "logit_normal"),
     "diffusion.network_output": ("target", "x0"),
     "sampling.fusion": ("early", "mid", "late", "none"),
+    "chunking.context_mode": ("recompute", "shared"),
     "sampling.method": ("vin", "full", "autoregressive", "no_global", "freenoise"),
     "sampling.noise": ("independent", "rescheduled"),
     "data.name": ("sprites", "video_folder"),
     "train.optimizer": ("adamw", "adafactor"),
 }
+
+
+_ADDED_LATER = ("chunking.context_mode",)
 
 
 def get_field(config, dotted: str):
@@ -130,6 +134,8 @@ def validate(config, num_devices: int | None = None, *, purpose: str = "train") 
         fail(f, "must be a probability in [0, 1]")
 
   for field, choices in _CHOICES.items():
+    if field in _ADDED_LATER and field.split(".")[-1] not in config[field.split(".")[0]]:
+      continue   # a config saved before the field existed (an export's config.json) means its default
     if get_field(config, field) not in choices:
       fail(field, f"must be one of {choices}")
 
@@ -231,6 +237,12 @@ def validate(config, num_devices: int | None = None, *, purpose: str = "train") 
 
   # Sampling.
   s = config.sampling
+  if config.chunking.get("context_mode", "recompute") == "shared":
+    if s.fusion != "none":
+      fail("sampling.fusion", f"{s.fusion!r} fuses recomputed context frames, but chunking.context_mode="
+           "'shared' gives each frame one prediction: set sampling.fusion='none'")
+    if config.model.window_mode == "full":
+      fail("chunking.context_mode", "'shared' needs chunk windows; model.window_mode='full' has one window")
   if not 0 <= s.t_alpha <= s.num_steps:
     fail("sampling.t_alpha", f"the fusion range must lie inside the step range [0, num_steps={s.num_steps}]")
   if s.method == "freenoise" and s.freenoise_stride > F:

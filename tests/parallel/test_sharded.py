@@ -166,3 +166,32 @@ def test_sharded_sampler_with_splash_attention_matches_single_device(reference):
   samples = sampling.generate(config, train_lib.ModelDef(config), reference["state"]["params"], text,
                               jax.random.key(2), num_chunks=NUM_CHUNKS, mesh=mesh_lib.make_mesh(config))
   np.testing.assert_allclose(np.asarray(samples), np.asarray(reference["samples"]), atol=1e-5, rtol=1e-5)
+
+
+def _shared(config):
+  config.chunking.context_mode, config.sampling.fusion = "shared", "none"
+  return config
+
+
+def test_shared_context_sharded_matches_single_device(reference):
+  """chunking.context_mode='shared': each layer's key/value halo crosses devices by ppermute. Loss and
+  gradients on the FSDP mesh (scanned layers) and samples on mesh.chunk=4 equal one device's."""
+  params = reference["state"]["params"]
+  batch, text = reference["batch"], jnp.asarray(reference["batch"]["text_tokens"])
+  single = _shared(_config())
+  loss, grads = _grads(single, None, params, batch, jax.random.key(1))
+  assert abs(float(loss) - float(reference["loss"])) > 1e-4    # the mode changes the model
+
+  axes = dict(data=2, fsdp=2, chunk=2)
+  mesh = mesh_lib.make_mesh(_config(**axes))
+  sharded_loss, sharded_grads = _grads(_shared(_config(**axes, scan=True)), mesh, layout.stack_layers(params),
+                                       mesh_lib.global_batch(batch, mesh), jax.random.key(1))
+  np.testing.assert_allclose(sharded_loss, loss, rtol=1e-5)
+  _close(layout.unstack_layers(sharded_grads), grads)
+
+  model_def = train_lib.ModelDef(single)
+  samples = sampling.generate(single, model_def, params, text, jax.random.key(2), num_chunks=NUM_CHUNKS)
+  chunked = _shared(_config(data=2, chunk=4))
+  sharded = sampling.generate(chunked, train_lib.ModelDef(chunked), params, text, jax.random.key(2),
+                              num_chunks=NUM_CHUNKS, mesh=mesh_lib.make_mesh(chunked))
+  np.testing.assert_allclose(np.asarray(sharded), np.asarray(samples), atol=1e-5, rtol=1e-5)

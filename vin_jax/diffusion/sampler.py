@@ -105,7 +105,7 @@ def sample_parallel(model, schedule: Schedule, settings: SamplerSettings, noise_
     clean_mask_BxNxF = jnp.zeros((b, n, f), bool)
     clean_x0 = jnp.zeros_like(noise_BxNxFx___)
   hold = clean_mask_BxNxF.reshape(clean_mask_BxNxF.shape + (1,) * (noise_BxNxFx___.ndim - 3))
-  context = 0 if settings.full else settings.context_frames
+  context = model.context_frames(settings.context_frames, settings.full)   # frames recomputed per window
 
   def body(x, i):
     step = settings.num_steps - i

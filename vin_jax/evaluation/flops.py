@@ -81,14 +81,17 @@ def attention_core(rows, q, k, heads, head_dim, masked) -> Cost:
   return Cost(4 * logits * head_dim, (SOFTMAX + SOFTMAX_MASK * masked) * logits + 2 * rows * heads * q)
 
 
-def attention(rows, q, width, heads, *, k=None, kv_width=None, rope_tokens=0, masked=False) -> Cost:
-  """layers.Attention: self-attention (k None) over q tokens, or cross-attention from q to k tokens."""
+def attention(rows, q, width, heads, *, k=None, kv_width=None, rope_tokens=0, masked=False,
+              shared_keys=0) -> Cost:
+  """layers.Attention: self-attention (k None) over q tokens, or cross-attention from q to k tokens.
+  `shared_keys`: keys and values per row read from the previous chunk (context_mode="shared"): attended,
+  re-rotated, not projected."""
   k = q if k is None else k
   kv_width = kv_width or width
   return total([linear(rows * q, width, width), rms_norm(rows * q * heads, width // heads),
                 2 * linear(rows * k, kv_width, width), rms_norm(rows * k * heads, width // heads),
-                Cost(0, 2 * 3 * rows * rope_tokens * width),
-                attention_core(rows, q, k, heads, width // heads, masked),
+                Cost(0, 2 * 3 * rows * rope_tokens * width + 3 * rows * shared_keys * width),
+                attention_core(rows, q, k + shared_keys, heads, width // heads, masked),
                 linear(rows * q, width, width)])
 
 
@@ -105,7 +108,8 @@ def adaln(n, d, mods) -> Cost:
   return Cost(0, SILU * n * d) + linear(n, d, mods * d)
 
 
-def dit_block(rows, segments, width, heads, ratio, text_len, text_width, *, masked, rope_tokens=0) -> Cost:
+def dit_block(rows, segments, width, heads, ratio, text_len, text_width, *, masked, rope_tokens=0,
+              shared_keys=0) -> Cost:
   """layers.DiTBlock on `rows` rows of segments [(groups T, tokens per group S)]: joint self-attention,
   text cross-attention, MLP, with sandwich norms and AdaLN modulation per group."""
   n = rows * sum(t * s for t, s in segments)                   # all tokens
@@ -115,7 +119,7 @@ def dit_block(rows, segments, width, heads, ratio, text_len, text_width, *, mask
   gate = Cost(0, 2 * n * width)
   return total([
       Cost(0, 6 * groups * width),                             # per-block table + shared modulations
-      modulate, attention(rows, q, width, heads, rope_tokens=rope_tokens, masked=masked),
+      modulate, attention(rows, q, width, heads, rope_tokens=rope_tokens, masked=masked, shared_keys=shared_keys),
       rms_norm(n, width), gate,
       rms_norm(n, width), attention(rows, q, width, heads, k=text_len, kv_width=text_width, masked=True),
       Cost(0, n * width),
@@ -168,8 +172,10 @@ def vin(config, rows, num_chunks) -> Cost:
   return embed + encoder + processor
 
 
-def window_dit(config, rows, num_windows, window_frames, *, global_tokens, context_frames) -> Cost:
+def window_dit(config, rows, num_windows, window_frames, *, global_tokens, context_frames,
+               shared: bool = False) -> Cost:
   """vin_jax.model.dit.WindowDiT on rows * num_windows windows of `window_frames` latent frames.
+  `shared`: the context_frames are read from the neighbour's keys and values (not in the window).
 
   The key mask is a compile-time constant; with no context frames it is all true and XLA drops it.
   """
@@ -187,7 +193,8 @@ def window_dit(config, rows, num_windows, window_frames, *, global_tokens, conte
     cost += total([linear(wr * g, config.vin.width, d), timestep_embedder(wr, d), adaln(wr, d, 6)])
     segments.append((1, g))
   cost += m.depth * dit_block(wr, segments, d, m.num_heads, m.mlp_ratio, t.max_length, t.width,
-                              masked=context_frames > 0, rope_tokens=tp * s)
+                              masked=context_frames > 0, rope_tokens=tp * s,
+                              shared_keys=context_frames // pt * s if shared else 0)
   return cost + total([linear(wr * tp, d, 2 * d), rms_norm(n, d, scale=False), Cost(0, 2 * n * d),
                        linear(n, d, patch_dim)])
 
@@ -202,13 +209,16 @@ def _parallel_step(config, batch, rows, num_chunks, *, full, use_global) -> dict
   full = full or config.model.window_mode == "full"          # a full-window model: every method is one window
   context = 0 if full else config.chunking.inference_context_frames
   use_vin = use_global and not full and config.vin.enabled
-  num_windows, window_frames = (1, num_chunks * f) if full else (num_chunks, context + f)
+  shared = not full and config.chunking.get("context_mode", "recompute") == "shared"
+  recomputed = 0 if shared else context                        # context frames inside each window
+  num_windows, window_frames = (1, num_chunks * f) if full else (num_chunks, recomputed + f)
   video = batch * num_chunks * f * frame
   update = Cost(0, UPDATE * video + SKIP * rows * num_windows * window_frames * frame
-                + FUSION * batch * num_chunks * context * frame)
+                + FUSION * batch * num_chunks * recomputed * frame)
   if rows > batch:
     update += Cost(0, 3 * video)                                # u + w * (c - u)
-  dit = window_dit(config, rows, num_windows, window_frames, global_tokens=use_vin, context_frames=context)
+  dit = window_dit(config, rows, num_windows, window_frames, global_tokens=use_vin, context_frames=context,
+                   shared=shared)
   return {"text": text_encoder(config, rows), "vin": vin(config, rows, num_chunks) if use_vin else Cost(),
           "dit": dit, "update": update}
 

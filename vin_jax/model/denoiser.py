@@ -9,6 +9,7 @@ from flax import nnx
 
 from vin_jax.diffusion.schedules import Schedule
 from vin_jax.model import dit, vin, windows
+from vin_jax.model.local_context import LocalContext
 from vin_jax.text import encoder as text_encoder
 
 
@@ -21,6 +22,8 @@ class VideoDenoiser(nnx.Module):
     self.vin = vin.VideoInterfaceNetwork(config, rngs=rngs) if use_vin else None
     self.dit = dit.WindowDiT(config, use_global_tokens=use_vin, rngs=rngs)
     self.stop_gradient_context = bool(config.chunking.stop_gradient_context)
+    self.shared_context = config.chunking.get("context_mode", "recompute") == "shared"
+    self.temporal_patch = config.model.temporal_patch
     d = config.diffusion
     self.schedule = Schedule.from_config(config)
     self.x0_output = d.network_output == "x0"
@@ -28,8 +31,9 @@ class VideoDenoiser(nnx.Module):
     self.sigma_data, self.x0_min_sigma = float(d.sigma_data), float(d.x0_min_sigma)
 
   def context_frames(self, requested: int, full: bool | None = None) -> int:
-    """The `full` mode has no context: its one window is the video."""
-    return 0 if (self.full if full is None else full) else requested
+    """Context frames recomputed inside each window: none in `full` mode (its one window is the video) or
+    with chunking.context_mode="shared" (windows read them from the neighbour's keys and values)."""
+    return 0 if (self.full if full is None else full) or self.shared_context else requested
 
   def encode_text(self, text, drop_B=None):
     return self.text(text, drop_B)
@@ -49,12 +53,13 @@ class VideoDenoiser(nnx.Module):
       x_t: noisy latent video, chunk-major [B, N, F, h, w, c] (the local chunks when sharded).
       t: per-frame diffusion time in [0, 1], [B, N, F]; 0 marks a clean (given) frame.
       text: byte tokens [B, Lt] or precomputed embeddings [B, Lt, E].
-      context_frames: L, the context from the previous chunk.
+      context_frames: L, the context from the previous chunk (recomputed in the window, or read from the
+        neighbour's keys and values with chunking.context_mode="shared").
       global_tokens: overrides the VIN's output (e.g. another video's tokens, to test they are used).
       use_global: False runs the windows without global tokens (`no_global` sampling of a VIN model).
       full: overrides model.window_mode at call time (`full` sampling of a chunked model).
     Returns:
-      preds [B, N, L + F, h, w, c] (L = 0 in full mode) and window validity [N, L + F].
+      preds [B, N, L + F, h, w, c] (L = 0 in full and shared modes) and window validity [N, L + F].
     """
     b, n, f = x_t_BxNxFxhxwxc.shape[:3]
     full = self.full if full is None else full
@@ -73,17 +78,22 @@ class VideoDenoiser(nnx.Module):
       x_t_BxNxFxhxwxc = x_t_BxNxFxhxwxc.reshape(b, 1, n * f, *x_t_BxNxFxhxwxc.shape[3:])
       t_BxNxF = t_BxNxF.reshape(b, 1, n * f)
     L = self.context_frames(context_frames, full)
-    win, valid = windows.build_windows(x_t_BxNxFxhxwxc, L, stop_gradient=self.stop_gradient_context,
-                                       axis_name=axis_name)
+    win, valid = windows.build_windows(x_t_BxNxFxhxwxc, L, axis_name=axis_name)
     t_win, _ = windows.build_windows(t_BxNxF, L, axis_name=axis_name)
     nw, w = win.shape[1], win.shape[2]
+    shared = self.shared_context and not full
+    context_patches = (context_frames if shared else L) // self.temporal_patch
+
+    def local_context(tokens_per_patch, time_patches, head_dim, rope_theta):
+      return LocalContext("shared" if shared else "recompute", context_patches, tokens_per_patch, time_patches,
+                          nw, self.stop_gradient_context, axis_name, head_dim, rope_theta)
 
     def per_window(a):  # [B, ...] -> [B * Nw, ...]
       return jnp.repeat(a, nw, axis=0) if a is not None else None
 
     preds = self.dit(win.reshape(b * nw, w, *win.shape[3:]), t_win.reshape(b * nw, w),
                      jnp.broadcast_to(valid[None], (b, nw, w)).reshape(b * nw, w), per_window(global_tokens),
-                     per_window(t_video), per_window(text_tokens), per_window(text_mask))
+                     per_window(t_video), per_window(text_tokens), per_window(text_mask), local_context)
     preds = preds.reshape(b, nw, w, *preds.shape[2:])
     if self.x0_output:
       preds = self.schedule.target_from_x0(win, preds, t_win, self.x0_min_sigma)

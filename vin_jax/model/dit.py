@@ -47,10 +47,12 @@ class WindowDiT(nnx.Module):
     return layers.rope_angles(jnp.asarray(positions), self.head_dim, self.rope_theta)
 
   def __call__(self, window_BxWxhxwxc, t_BxW, valid_BxW, global_BxGxDv, t_video_B, text_BxLtxDt,
-               text_mask_BxLt):
+               text_mask_BxLt, local_context=None):
     """Predicts the diffusion target for every frame of the windows: [B, W, h, w, c].
 
     `global_BxGxDv=None` runs the window without global tokens (the `no_global` sampling method).
+    `local_context(tokens_per_patch, time_patches, head_dim, rope_theta)` -> the `LocalContext` of the
+    windows' self-attention (chunking.context_mode), or None.
     """
     p, pt = self.patch_size, self.temporal_patch
     b, num_frames = window_BxWxhxwxc.shape[:2]
@@ -67,7 +69,9 @@ class WindowDiT(nnx.Module):
       g = self.global_proj(global_BxGxDv)
       segments.append(layers.Segment(g[:, None], self.adaln(self.time(t_video_B))[:, None]))
       key_mask = jnp.concatenate([key_mask, jnp.ones(g.shape[:2], bool)], axis=1)
-    segments = layers.run_blocks(self.blocks, segments, text_BxLtxDt, text_mask_BxLt, key_mask, remat=self.remat)
+    context = None if local_context is None else local_context(s, tp, self.head_dim, self.rope_theta)
+    segments = layers.run_blocks(self.blocks, segments, text_BxLtxDt, text_mask_BxLt, key_mask, context,
+                                 remat=self.remat)
     x = segments[0].x
     mod = self.final_adaln(t_emb) + self.final_table[...]                        # [B, Tp, 2, D]
     x = self.final_norm(x) * (1 + mod[:, :, None, 1]) + mod[:, :, None, 0]

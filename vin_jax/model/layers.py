@@ -172,11 +172,17 @@ class Attention(nnx.Module):
   def merge_heads(self, o_BxQxHxDh):
     return self.out(o_BxQxHxDh.reshape(*o_BxQxHxDh.shape[:2], -1))
 
-  def __call__(self, x_BxQxD, context_BxKxD=None, *, key_mask_BxK=None, rope_angles_LxP=None):
-    """Self-attention (context None) or cross-attention. RoPE applies to self-attention only."""
+  def __call__(self, x_BxQxD, context_BxKxD=None, *, key_mask_BxK=None, rope_angles_LxP=None,
+               local_context=None):
+    """Self-attention (context None) or cross-attention. RoPE applies to self-attention only.
+
+    `local_context` (a `local_context.LocalContext`, self-attention only) adds or stops the keys and
+    values of the previous chunk's frames (chunking.context_mode)."""
     if context_BxKxD is None:
       q = self.project_q(x_BxQxD, rope_angles_LxP)
       k, v = self.project_kv(x_BxQxD, rope_angles_LxP)
+      if local_context is not None:
+        k, v, key_mask_BxK = local_context.keys_values(k, v, key_mask_BxK)
     else:
       q = self.project_q(x_BxQxD)
       k, v = self.project_kv(context_BxKxD)
@@ -285,7 +291,8 @@ class DiTBlock(nnx.Module):
     self.mlp = Mlp(width, mlp_ratio, rngs=rngs, dtype=dtype)
     self.post_mlp = RMSNorm(width)
 
-  def __call__(self, segments: list[Segment], text_BxLtxDt, text_mask_BxLt, key_mask_BxL=None):
+  def __call__(self, segments: list[Segment], text_BxLtxDt, text_mask_BxLt, key_mask_BxL=None,
+               local_context=None):
     segments = [Segment(mesh_lib.rows_over_auto_batch_axes(s.x), s.mod, s.rope) for s in segments]
     shapes = [s.x.shape for s in segments]
     mods = [s.mod + self.table[...] for s in segments]
@@ -300,7 +307,8 @@ class DiTBlock(nnx.Module):
     # RoPE covers the segments that carry positions, which come first.
     ropes = [s.rope for s in segments if s.rope is not None]
     rope = jnp.concatenate(ropes, axis=0) if ropes else None
-    h = self.attn(modulated(self.norm_attn, 0, 1), key_mask_BxK=key_mask_BxL, rope_angles_LxP=rope)
+    h = self.attn(modulated(self.norm_attn, 0, 1), key_mask_BxK=key_mask_BxL, rope_angles_LxP=rope,
+                  local_context=local_context)
     xs = gated(self.post_attn(h), 2)
     x = _flatten(xs)
     x = x + self.cross(self.norm_cross(x), text_BxLtxDt, key_mask_BxK=text_mask_BxLt)
