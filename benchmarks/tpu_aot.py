@@ -48,6 +48,7 @@ from vin_jax.model import layers  # noqa: E402
 from vin_jax.model import splash  # noqa: E402
 from vin_jax.model.layers import count_params  # noqa: E402
 from vin_jax.parallel import mesh as mesh_lib  # noqa: E402
+from vin_jax.parallel.collectives import total_collective_bytes  # noqa: E402
 
 splash.INTERPRET = False   # compile the Pallas kernels for the TPU, not for the CPU's interpreter
 GiB = 2 ** 30
@@ -191,27 +192,6 @@ def _cost(compiled) -> tuple[float, float]:
   return float(cost.get("flops", 0.0)), float(cost.get("optimal_seconds", 0.0))
 
 
-_COLLECTIVE = re.compile(r"=\s*(.+?)\s+(all-gather|all-reduce|reduce-scatter|collective-permute|all-to-all)"
-                         r"(-done)?\(")
-_ARRAY = re.compile(r"\b(pred|s8|u8|s16|u16|bf16|f16|s32|u32|f32|s64|u64|f64)\[([\d,]*)\]")
-_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "bf16": 2, "f16": 2, "s32": 4, "u32": 4, "f32": 4,
-          "s64": 8, "u64": 8, "f64": 8}
-
-
-def collective_bytes(hlo_text: str) -> int:
-  """Bytes produced per chip by the collectives (all-gather, all-reduce, reduce-scatter, collective-permute,
-  all-to-all) of an optimised HLO module, each op counted once as written: a loop body (the layer scan)
-  counts once, not once per iteration. Asynchronous pairs count at their -done op."""
-  total = 0
-  for line in hlo_text.splitlines():
-    match = _COLLECTIVE.search(line)
-    if not match or f"{match.group(2)}-start(" in line:
-      continue
-    for dtype, dims in _ARRAY.findall(match.group(1)):
-      total += _BYTES[dtype] * int(np.prod([int(d) for d in dims.split(",") if d], dtype=np.int64))
-  return total
-
-
 def depth_extrapolated_cost(config, devices, n: int, what: str, method: str) -> tuple[float, float]:
   """(FLOPs, optimal seconds) per chip of the `model.depth`-block program, from unrolled compiles at depth 1
   and 2: XLA's cost analysis counts a scan's body once, not once per layer, but every block costs the same,
@@ -251,7 +231,7 @@ def measure(args, topology: str, what: str, method: str, latent_frames: int) -> 
   return Row(topology, method, what, latent_frames, params, mem.argument_size_in_bytes / GiB,
              mem.temp_size_in_bytes / GiB, total / GiB, total <= hbm, flops / 1e12, optimal,
              flops / (optimal * peak) if optimal > 0 else 0.0, seconds, cost_from,
-             collective_bytes(compiled.as_text()) / 2 ** 20)
+             total_collective_bytes(compiled.as_text()) / 2 ** 20)
 
 
 HEADER = ("topology", "method", "what", "frames", "params", "args GiB", "temp GiB", "total GiB", "fits",

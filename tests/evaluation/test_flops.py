@@ -62,6 +62,28 @@ def test_guidance_doubles_the_model_and_matches_xla(config):
   assert measured["memory_bytes"] > 0
 
 
+def _shared(config):
+  shared = config.copy_and_resolve_references()
+  shared.chunking.context_mode, shared.sampling.fusion = "shared", "none"
+  return shared
+
+
+@pytest.mark.parametrize("num_chunks", LENGTHS)
+def test_shared_context_flops_match_xla_and_undercut_recompute(config, xla_flops, num_chunks):
+  shared = _shared(config)
+  analytic = flops.sampling_step_flops(shared, "vin", num_chunks)
+  measured = flops.xla_sampling_step_cost(shared, "vin", num_chunks)["flops"]
+  assert analytic["total"] == pytest.approx(measured, rel=0.10), (num_chunks, analytic, measured)
+  assert measured < 0.9 * xla_flops("vin", num_chunks)   # no context frame is computed twice
+
+
+def test_paper_shared_context_cuts_vin_flops(paper):
+  shared = _shared(paper)
+  for f in PAPER_FRAMES:
+    recompute = flops.sampling_step_flops(paper, "vin", f // 20)["total"]
+    assert flops.sampling_step_flops(shared, "vin", f // 20)["total"] < 0.7 * recompute
+
+
 def test_autoregressive_is_a_one_chunk_chain_then_two_chunk_chains(config):
   """As sample_autoregressive runs it: chunk 0 alone, every later chunk as the 2nd chunk of a VIN video."""
   for n in LENGTHS:
