@@ -95,3 +95,19 @@ def test_shared_mode_refuses_fusion():
   config.sampling.fusion = "early"
   with pytest.raises(config_lib.ConfigError, match="sampling.fusion"):
     config_lib.validate(config)
+
+
+def test_every_windowed_sampling_method_runs_in_shared_mode():
+  """vin, no_global, autoregressive (each chunk reads its clean predecessor's keys and values) and
+  freenoise (one-chunk windows: nothing to read) sample a 3-chunk video; methods differ."""
+  from vin_jax import sampling
+  config = tiny_test_config(**SHARED, **{"sampling.num_steps": 2})
+  model_def = ModelDef(config)
+  params = perturbed_params(model_def)
+  _, _, text = random_inputs(config, batch=1)
+  out = {m: np.asarray(sampling.generate(config, model_def, params, text, jax.random.key(0), method=m,
+                                         num_chunks=3))
+         for m in ("vin", "no_global", "autoregressive", "freenoise")}
+  for m, video in out.items():
+    assert video.shape[1:3] == (3, config.chunking.chunk_frames) and np.isfinite(video).all(), m
+  assert np.abs(out["vin"] - out["autoregressive"]).max() > 1e-4

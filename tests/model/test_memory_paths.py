@@ -34,6 +34,8 @@ def test_attention_kinds_match_the_einsum_reference(kind, monkeypatch):
 
 def test_auto_attention_is_the_reference_on_cpu():
   assert layers.resolve_attention("auto") == "einsum"
+  assert layers.resolve_attention("auto", backend="tpu") == "splash"
+  assert layers.resolve_attention("auto", backend="gpu") == "cudnn"
   with pytest.raises(ValueError, match="model.attention"):
     layers.resolve_attention("flash")
 
