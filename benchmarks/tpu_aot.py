@@ -17,7 +17,7 @@ temporaries, total), whether that fits the chip, FLOPs per chip, XLA's roofline 
 - A program that cannot fit is refused by the compiler: its row says NO with the temporaries it asked for.
 - A scanned model (model.scan_layers) is compiled as it runs for the memory; its FLOPs and roofline come from
   unrolled compiles at depth 1 and 2, extrapolated (XLA's cost analysis counts a scan body once).
-- Attention is the TPU's `auto` choice (Pallas splash attention, compiled for the TPU: `splash.INTERPRET = False`).
+- Attention is the TPU's `auto` choice (Pallas splash attention, compiled for the TPU: `splash.compiled_for_tpu()`).
 """
 from __future__ import annotations
 
@@ -50,7 +50,6 @@ from vin_jax.model.layers import count_params  # noqa: E402
 from vin_jax.parallel import mesh as mesh_lib  # noqa: E402
 from vin_jax.parallel.collectives import total_collective_bytes  # noqa: E402
 
-splash.INTERPRET = False   # compile the Pallas kernels for the TPU, not for the CPU's interpreter
 GiB = 2 ** 30
 # HBM per chip, and peak bf16 FLOP/s per chip (public spec sheets).
 CHIPS = {"v4": (32 * GiB, 275e12), "v5e": (16 * GiB, 197e12), "v5p": (95.74 * GiB, 459e12),
@@ -175,8 +174,9 @@ class Row:
 
 def _compile(config, devices, n: int, what: str, method: str):
   """(compiled program, or the GiB of temporaries the compiler refused; parameter count)."""
-  lowered, params = compile_train(config, devices, n) if what == "train" else compile_sample(config, devices, n,
-                                                                                             method)
+  with splash.compiled_for_tpu():   # the Pallas kernels for the TPU, not the CPU's interpreter
+    lowered, params = (compile_train(config, devices, n) if what == "train" else
+                       compile_sample(config, devices, n, method))
   try:
     return lowered.compile(), params
   except jax.errors.JaxRuntimeError as e:   # the TPU compiler refuses programs that cannot fit

@@ -17,6 +17,7 @@ over those axes too, with the batch split over them as the activations already a
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 
@@ -28,11 +29,23 @@ from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_ke
 from jax.sharding import AxisType
 from jax.sharding import PartitionSpec as P
 
-# None: the kernel is interpreted unless this process's default backend is the TPU. benchmarks/tpu_aot.py sets
-# False: it compiles for TPU devices from a CPU process.
+# None: the kernel is interpreted unless this process's default backend is the TPU. `compiled_for_tpu()` sets
+# False while benchmarks/tpu_aot.py traces for TPU devices from a CPU process.
 INTERPRET: bool | None = None
 LANE = 128                      # sequence lengths are padded to a multiple of this
 BLOCK_CHOICES = (512, 256, 128)  # the largest that divides the padded length is the kernel's block
+
+
+@contextlib.contextmanager
+def compiled_for_tpu():
+  """Within: splash lowers to the TPU kernel even in a CPU process (compile-only use); restored after, so
+  other code in the process (a test worker) still interprets it on the CPU."""
+  global INTERPRET
+  before, INTERPRET = INTERPRET, False
+  try:
+    yield
+  finally:
+    INTERPRET = before
 
 
 def _round_up(n: int, multiple: int) -> int:
