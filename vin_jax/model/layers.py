@@ -381,11 +381,17 @@ def _vary_like_the_block(segments: list[Segment], inputs) -> list[Segment]:
   carry must keep its type, so the tokens enter already varying over all of those axes."""
   leaves = jax.tree.leaves((segments, inputs))
   axes = frozenset().union(*(_varying_axes(x) for x in leaves))
-  out = []
-  for seg in segments:
-    missing = tuple(sorted(axes - _varying_axes(seg.x)))
-    out.append(Segment(jax.lax.pcast(seg.x, missing, to="varying") if missing else seg.x, seg.mod, seg.rope))
-  return out
+  return [Segment(_vary_over(seg.x, axes), seg.mod, seg.rope) for seg in segments]
+
+
+def vary_like(x, like):
+  """x, marked as varying over every manual mesh axis that `like` varies over (inside shard_map)."""
+  return _vary_over(x, _varying_axes(like))
+
+
+def _vary_over(x, axes: frozenset):
+  missing = tuple(sorted(axes - _varying_axes(x)))
+  return jax.lax.pcast(x, missing, to="varying") if missing else x
 
 
 def _varying_axes(x) -> frozenset:

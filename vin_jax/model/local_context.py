@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vin_jax.model import layers
 from vin_jax.parallel import halo
 
 MODES = ("recompute", "shared")
@@ -50,8 +51,9 @@ class LocalContext:
     if self.context_patches == 0:
       return k_BxKxHxDh, v_BxKxHxDh, key_mask_BxK
     if self.mode == "recompute":
-      return (*(self._stop_context(a) for a in (k_BxKxHxDh, v_BxKxHxDh)), key_mask_BxK) if self.stop_gradient \
-          else (k_BxKxHxDh, v_BxKxHxDh, key_mask_BxK)
+      if self.stop_gradient:
+        k_BxKxHxDh, v_BxKxHxDh = self._stop_context(k_BxKxHxDh), self._stop_context(v_BxKxHxDh)
+      return k_BxKxHxDh, v_BxKxHxDh, key_mask_BxK
     k_ctx, v_ctx, valid = self.neighbour_halo(k_BxKxHxDh, v_BxKxHxDh)
     if key_mask_BxK is None:
       key_mask_BxK = jnp.ones(k_BxKxHxDh.shape[:2], bool)
@@ -84,7 +86,6 @@ class LocalContext:
 
 def apply_time_shift(k_BxLxHxDh, shift: int, head_dim: int, theta: float):
   """Rotates RoPE'd keys by a further `shift` time positions (row and column unchanged)."""
-  from vin_jax.model import layers
   angles = layers.rope_angles(jnp.asarray(np.array([[shift, 0, 0]])), head_dim, theta)       # [1, P]
   angles = jnp.broadcast_to(angles, (k_BxLxHxDh.shape[1], angles.shape[-1]))
   return layers.apply_rope(k_BxLxHxDh, angles)

@@ -26,8 +26,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental.pallas.ops.tpu import splash_attention as splash
 from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as splash_kernel
-from jax.sharding import AxisType
 from jax.sharding import PartitionSpec as P
+
+from vin_jax.model import layers
+from vin_jax.parallel import mesh as mesh_lib
 
 # None: the kernel is interpreted unless this process's default backend is the TPU. `compiled_for_tpu()` sets
 # False while benchmarks/tpu_aot.py traces for TPU devices from a CPU process.
@@ -129,7 +131,7 @@ def _attend_bwd(shape, residuals, d_out):
     return jax.vmap(one)(q_, k_, v_, kv_segment_, out_, lse_, d_out_)
   dq, dk, dv = _per_device_over_auto_axes(backward, *residuals, d_out, interpret=shape[3])
   # Outside the per-device region: the cotangents must vary over the manual axes their inputs vary over.
-  dq, dk, dv = (_vary_like(g, x) for g, x in zip((dq, dk, dv), (q, k, v)))
+  dq, dk, dv = (layers.vary_like(g, x) for g, x in zip((dq, dk, dv), (q, k, v)))
   return dq, dk, dv, np.zeros(kv_segment.shape, jax.dtypes.float0)
 
 
@@ -140,24 +142,14 @@ def _segments(shape, kv_segment_K):
   return splash.SegmentIds(q=jnp.ones(shape[1], jnp.int32), kv=kv_segment_K)
 
 
-def _vary_like(x, like):
-  """x, marked as varying over every manual mesh axis that `like` varies over (inside shard_map)."""
-  varying = lambda a: frozenset(jax.typeof(a).mat.varying)
-  missing = tuple(sorted(varying(like) - varying(x)))
-  return jax.lax.pcast(x, missing, to="varying") if missing else x
-
-
 def _per_device_over_auto_axes(fn, *batch_major, interpret: bool = False):
   """fn(*batch_major), run per device over the mesh axes that are still the compiler's (Auto) here, with
   axis 0 (the batch) split over them when it divides, else replicated. Outside a mesh fn runs as it is; so
   does it when every axis is already manual (the sampler's shard_map, which is unchecked: a Pallas kernel's
   outputs declare no varying axes), and so does the interpreted kernel, plain jnp that XLA partitions."""
-  mesh = jax.sharding.get_abstract_mesh()
-  auto = () if mesh.empty else tuple(name for name, kind in zip(mesh.axis_names, mesh.axis_types)
-                                     if kind != AxisType.Manual)
+  auto = mesh_lib.auto_axes()
   if not auto or interpret:
     return fn(*batch_major)
-  size = int(np.prod([mesh.shape[a] for a in auto]))
-  spec = P(auto) if batch_major[0].shape[0] % size == 0 else P()
-  return jax.shard_map(fn, mesh=mesh, in_specs=(spec,) * len(batch_major), out_specs=spec,
-                       axis_names=set(auto), check_vma=False)(*batch_major)
+  spec = P(tuple(auto)) if batch_major[0].shape[0] % int(np.prod(list(auto.values()))) == 0 else P()
+  return jax.shard_map(fn, mesh=jax.sharding.get_abstract_mesh(), in_specs=(spec,) * len(batch_major),
+                       out_specs=spec, axis_names=set(auto), check_vma=False)(*batch_major)

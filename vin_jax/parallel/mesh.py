@@ -75,14 +75,21 @@ def rows_over_auto_batch_axes(x_BxE):
   blocks pin their tokens to rows, as FSDP means: the weights are gathered per layer, the batch stays split.
   A no-op outside a mesh, when the axes are manual (the sampler) or of size 1, or when the rows do not divide.
   """
-  mesh = jax.sharding.get_abstract_mesh()
-  if mesh.empty:
-    return x_BxE
-  types = dict(zip(mesh.axis_names, mesh.axis_types))
-  axes = tuple(a for a in BATCH if a in types and types[a] != AxisType.Manual and mesh.shape[a] > 1)
-  if not axes or x_BxE.shape[0] % int(np.prod([mesh.shape[a] for a in axes])):
+  sizes = auto_axes()
+  axes = tuple(a for a in BATCH if sizes.get(a, 1) > 1)
+  if not axes or x_BxE.shape[0] % int(np.prod([sizes[a] for a in axes])):
     return x_BxE
   return jax.lax.with_sharding_constraint(x_BxE, P(axes))
+
+
+def auto_axes() -> dict[str, int]:
+  """{name: size} of the current (abstract) mesh's axes that are still the compiler's (Auto) here, in mesh
+  order: empty outside a mesh and inside a fully manual shard_map."""
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty:
+    return {}
+  return {name: mesh.shape[name] for name, kind in zip(mesh.axis_names, mesh.axis_types)
+          if kind != AxisType.Manual}
 
 
 def batch_row_offset(local_rows: int):
