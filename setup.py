@@ -25,7 +25,12 @@ INSTALL_REQUIRES = [
     "tqdm==4.70.1",
     "safetensors==0.8.0",
     "matplotlib>=3.8",
+    "sentencepiece==0.2.3",   # the T5 tokenizer (text.encoder="t5"; the model file is the user's)
 ]
+
+# PyTorch references for the converters' tests and for reading Hugging Face sources (`convert`). torch is pinned
+# to its CPU build's version: an unpinned torch pulls the CUDA build (about 5 GB).
+CONVERT_REQUIRES = ["torch==2.13.0", "diffusers==0.42.1", "transformers==5.24.0"]
 
 setup(
     name="vin_jax",
@@ -37,8 +42,9 @@ setup(
     extras_require={
         "test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "chex==0.1.92", "nbmake==1.5.5", "ipykernel==7.4.0",
                  "nbformat==5.11.1", "nbclient==0.11.0",
-                 "jax[tpu]==0.10.2"],  # libtpu: tests compile for TPU topologies (tests/parallel/test_tpu_compile.py)
+                 "jax[tpu]==0.10.2", *CONVERT_REQUIRES],  # libtpu: tests compile for TPU topologies (tests/parallel/test_tpu_compile.py)
         "export": ["orbax-export", "tensorflow-cpu"],
+        "convert": CONVERT_REQUIRES,
         # libtpu for benchmarks/tpu_aot.py: compiles for TPU topologies on a CPU machine (nothing runs)
         "tpu": ["jax[tpu]==0.10.2"],
     },

@@ -81,6 +81,9 @@ def case_config(args, method: str, what: str, latent_frames: int, num_chips: int
   config = config_lib.load_config_file(path, variant or None)
   if config.data.name == "video_folder" and not config.data.video_dir:
     config.data.video_dir = "/unused"  # nothing reads data here
+  config.data.latents = True            # the step reads precomputed latents: no autoencoder runs in it
+  if config.autoencoder.kind != "patch" and not config.autoencoder.weights:
+    config.autoencoder.weights = "/unused"   # nor decodes
   config_lib.override(config, parse_set(args.set))
   # This process's backend is the CPU; compile what `auto` picks on a TPU.
   config.model.attention = layers.resolve_attention(config.model.attention, backend="tpu")

@@ -50,15 +50,24 @@ def base_config() -> ml_collections.ConfigDict:
   c.chunking.context_mode = "recompute"
 
   c.autoencoder = ml_collections.ConfigDict()
-  c.autoencoder.kind = "patch"      # weight-free space-to-depth
+  c.autoencoder.kind = "patch"      # "patch": weight-free space-to-depth; "sd_vae": the SD VAE, frame by frame
   c.autoencoder.spatial_factor = 2
-  c.autoencoder.temporal_factor = 1.0  # pixel frames per latent frame (float: 16/5 for the 3D VAE)
-  c.autoencoder.shift = 0.0         # latents = (pixels in [-1, 1] - shift) * scale: zero mean, unit std
+  c.autoencoder.temporal_factor = 1.0  # pixel frames per latent frame (1 for per-frame autoencoders)
+  # latents = (autoencoder output - shift) * scale: zero mean, unit std (`precompute` measures both and
+  # writes them to latent_stats.json; SD's VAE has scale 0.18215, shift 0).
+  c.autoencoder.shift = 0.0
   c.autoencoder.scale = 1.0
-  c.autoencoder.latent_channels = 0  # vae3d only; the patch autoencoder derives it
+  c.autoencoder.latent_channels = 0  # sd_vae: its latent channels (4); the patch autoencoder derives them
+  c.autoencoder.weights = ""        # sd_vae: the directory `python -m vin_jax.main convert --kind=sd_vae` wrote
+  c.autoencoder.frames_per_batch = 16  # sd_vae: frames encoded or decoded at once (bounds the memory)
+  c.autoencoder.dtype = "float32"   # sd_vae: compute dtype ("bfloat16" halves it; parameters stay fp32)
 
   c.text = ml_collections.ConfigDict()
-  c.text.encoder = "bytes"          # "bytes" (tokenizer + small encoder) or "precomputed"
+  # "bytes": byte tokenizer + small encoder; "t5": captions run through the converted T5 encoder at
+  # text.t5_dir (frozen) as the batches are read; "precomputed": T5 embeddings stored by `precompute` (pods).
+  # t5 and precomputed feed the same projection (text.precomputed_dim = T5's width).
+  c.text.encoder = "bytes"
+  c.text.t5_dir = ""                # t5, precomputed: `convert --kind=t5` output with its spiece.model (prompts)
   c.text.max_length = 64            # bytes; sprite captions take 46-119 (see vin_jax.data.sprites)
   c.text.width = 128
   c.text.depth = 2
@@ -120,6 +129,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.bucket_chunks = (1, 2, 4)
   c.data.bucket_weights = (1.0, 1.0, 1.0)
   c.data.batch_size = 8
+  # Train on the latents and T5 embeddings that `python -m vin_jax.main precompute` wrote (no autoencoder or
+  # text encoder runs while training).
+  c.data.latents = False
 
   c.train = ml_collections.ConfigDict()
   c.train.steps = 1000

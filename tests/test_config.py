@@ -19,8 +19,14 @@ def test_cpu_configs_validate(name, arg):
   config_lib.validate(load(name, arg), num_devices=1)
 
 
-def test_paper_config_validates_once_it_names_a_video_folder():
+def test_paper_config_validates_once_it_names_its_vae_and_a_video_folder():
   config = load("paper")
+  with pytest.raises(config_lib.ConfigError, match="autoencoder.weights"):
+    config_lib.validate(config)
+  config.autoencoder.weights = "/converted/sd_vae"
+  with pytest.raises(config_lib.ConfigError, match="data.latents"):   # precomputed T5 embeddings
+    config_lib.validate(config)
+  config.data.latents = True
   with pytest.raises(config_lib.ConfigError, match="data.video_dir"):
     config_lib.validate(config)
   config.data.video_dir = "/videos"
@@ -30,7 +36,7 @@ def test_paper_config_validates_once_it_names_a_video_folder():
 
 @pytest.mark.parametrize("seconds,stride", [(1.0, 5), (0.5, 2), (0.2, 1)])
 def test_paper_keyframe_stride(seconds, stride):
-  # T_s * fps / temporal_factor = seconds * 16 / 3.2: 5, 2.5 -> 2 (round half to even), 1.
+  # T_s * fps / temporal_factor = seconds * 5 / 1 (the 3D VAE's 16 / 3.2): 5, 2.5 -> 2 (round half to even), 1.
   config = load("paper")
   config.chunking.keyframe_seconds = seconds
   assert config_lib.keyframe_stride(config) == stride
@@ -76,9 +82,19 @@ INVALID = [
     ("unknown_window_mode", _set(**{"model.window_mode": "sliding"}), "model.window_mode"),
     ("unknown_dtype", _set(**{"model.dtype": "float16"}), "model.dtype"),
     ("unknown_data_set", _set(**{"data.name": "kinetics"}), "data.name"),
-    ("unknown_text_encoder", _set(**{"text.encoder": "t5"}), "text.encoder"),
+    ("unknown_text_encoder", _set(**{"text.encoder": "clip"}), "text.encoder"),
+    ("t5_without_width", _set(**{"text.encoder": "t5", "text.t5_dir": "/t5"}), "text.precomputed_dim"),
+    ("t5_without_weights", _set(**{"text.encoder": "t5", "text.precomputed_dim": 32}), "text.t5_dir"),
+    ("precomputed_text_training_on_frames", _set(**{"text.encoder": "precomputed", "text.precomputed_dim": 32}),
+     "text.encoder"),
     ("unknown_autoencoder", _set(**{"autoencoder.kind": "vqgan"}), "autoencoder.kind"),
-    ("vae3d_without_latent_channels", _set(**{"autoencoder.kind": "vae3d"}), "autoencoder.kind"),
+    ("sd_vae_without_latent_channels", _set(**{"autoencoder.kind": "sd_vae", "autoencoder.weights": "/vae"}),
+     "autoencoder.latent_channels"),
+    ("sd_vae_without_weights", _set(**{"autoencoder.kind": "sd_vae", "autoencoder.latent_channels": 4}),
+     "autoencoder.weights"),
+    ("sd_vae_over_two_frames", _set(**{"autoencoder.kind": "sd_vae", "autoencoder.latent_channels": 4,
+                                       "autoencoder.weights": "/vae", "autoencoder.temporal_factor": 2.0}),
+     "autoencoder.temporal_factor"),
     ("model_width_not_divisible_by_heads", _set(**{"model.width": 66}), "model.width"),
     ("vin_width_not_divisible_by_heads", _set(**{"vin.width": 30}), "vin.width"),
     ("text_width_not_divisible_by_heads", _set(**{"text.width": 33}), "text.width"),
@@ -110,9 +126,6 @@ INVALID = [
      "sampling.freenoise_stride"),
     ("fractional_patch_temporal_factor",
      _set(**{"autoencoder.temporal_factor": 1.5, "chunking.keyframe_seconds": 0.75}), "autoencoder.temporal_factor"),
-    ("chunk_not_whole_pixel_frames",  # 8 latent frames * 16/5 = 25.6 pixel frames
-     _set(**{"autoencoder.kind": "vae3d", "autoencoder.latent_channels": 4, "autoencoder.temporal_factor": 3.2}),
-     "chunking.chunk_frames"),
     ("zero_depth", _set(**{"model.depth": 0}), "model.depth"),
     ("zero_chunk_frames", _set(**{"chunking.chunk_frames": 0}), "chunking.chunk_frames"),
     ("zero_sampling_steps", _set(**{"sampling.num_steps": 0, "sampling.t_alpha": 0}), "sampling.num_steps"),

@@ -170,7 +170,7 @@ def sample_row(config, row: Row, workdir: pathlib.Path, inputs, log) -> dict:
   """Samples and evaluates one row (skipped if its metrics.json exists). Returns its metrics result."""
   import jax
   from vin_jax import cli, sampling
-  from vin_jax.text import tokenizer
+  from vin_jax.text import conditioning
 
   out_dir = workdir / "rows" / row.name
   metrics_path = out_dir / "metrics.json"
@@ -185,7 +185,7 @@ def sample_row(config, row: Row, workdir: pathlib.Path, inputs, log) -> dict:
   config_lib.validate(cfg, num_devices=jax.device_count(), purpose="sample")
   captions, first, true_colors = inputs
   num_chunks = cfg.sampling.num_chunks
-  text = tokenizer.tokenize(captions, cfg.text.max_length)
+  text = conditioning.encode_captions(cfg, captions)
   model_def, params, step = sampling.load_params(cfg, workdir / "models" / row.model, use_ema=cfg.sampling.use_ema)
   clean_x0 = clean_mask = None
   if first is not None:

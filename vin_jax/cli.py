@@ -15,7 +15,7 @@ from vin_jax import config as config_lib
 from vin_jax import sampling, video_io
 from vin_jax.diffusion import sampler
 from vin_jax.parallel import mesh as mesh_lib
-from vin_jax.text import tokenizer
+from vin_jax.text import conditioning
 
 SCALE = 8  # nearest-neighbour upscaling of the tiny videos for viewing
 
@@ -53,7 +53,7 @@ def sample_command(config, workdir: str, *, out: str | None, num_chunks: int | N
     captions, first, true_colors = sampling.validation_inputs(config, config_lib.resolve_data_dir(config, workdir),
                                                               num, first_frame=first_frame)
   prompts = [prompt] * num if prompt is not None else captions
-  text = tokenizer.tokenize(prompts, config.text.max_length)
+  text = conditioning.encode_captions(config, prompts)   # byte tokens or T5 embeddings
   clean_x0 = clean_mask = None
   if first is not None:
     clean_x0, clean_mask = sampling.first_frame_condition(config, first, num_chunks)

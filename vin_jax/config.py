@@ -76,8 +76,9 @@ _CHOICES = {
     "model.dtype": ("float32", "bfloat16"),
     "model.attention": ("auto", "einsum", "blocked", "xla", "cudnn", "splash"),
     "model.remat": ("none", "full", "dots"),
-    "autoencoder.kind": ("patch", "vae3d"),
-    "text.encoder": ("bytes", "precomputed"),
+    "autoencoder.kind": ("patch", "sd_vae"),
+    "text.encoder": ("bytes", "t5", "precomputed"),
+    "autoencoder.dtype": ("float32", "bfloat16"),
     "diffusion.objective": ("eps", "v", "flow"),
     "diffusion.schedule": ("cosine", "linear"),
     "diffusion.t_sampling": ("default", "uniform", "logit_normal"),
@@ -91,7 +92,8 @@ _CHOICES = {
 }
 
 
-_ADDED_LATER = ("chunking.context_mode",)
+# Fields a config.json saved before they existed lacks; validation and the loaders take their defaults.
+_ADDED_LATER = ("chunking.context_mode", "autoencoder.dtype")
 
 
 def get_field(config, dotted: str):
@@ -203,8 +205,24 @@ def validate(config, num_devices: int | None = None, *, purpose: str = "train") 
   ae = config.autoencoder
   if ae.kind == "patch" and float(ae.temporal_factor) != int(ae.temporal_factor):
     fail("autoencoder.temporal_factor", "must be a whole number for the patch autoencoder")
-  if ae.kind == "vae3d" and not ae.get("latent_channels", 0) > 0:
-    fail("autoencoder.kind", "vae3d needs autoencoder.latent_channels > 0")
+  if ae.kind == "sd_vae":
+    if not ae.get("latent_channels", 0) > 0:
+      fail("autoencoder.latent_channels", "must be > 0 for autoencoder.kind='sd_vae' (4 for SD's VAE)")
+    if float(ae.temporal_factor) != 1.0:
+      fail("autoencoder.temporal_factor", "must be 1: autoencoder.kind='sd_vae' encodes frame by frame")
+    if not ae.get("weights", "") and not (purpose == "train" and config.data.get("latents", False)):
+      fail("autoencoder.weights", "must name the `convert --kind=sd_vae` output directory for "
+           "autoencoder.kind='sd_vae' (only training on precomputed latents, data.latents=True, runs without it)")
+    if ae.get("frames_per_batch", 1) <= 0:
+      fail("autoencoder.frames_per_batch", "must be > 0")
+  t = config.text
+  if t.encoder in ("t5", "precomputed") and not t.precomputed_dim > 0:
+    fail("text.precomputed_dim", f"must be > 0 (the T5 width) for text.encoder={t.encoder!r}")
+  if purpose == "train" and t.encoder == "precomputed" and not config.data.get("latents", False):
+    fail("text.encoder", "'precomputed' trains on the T5 embeddings that `precompute` stored: set "
+         "data.latents=True (after precompute), or text.encoder='t5' to run T5 on the captions")
+  if t.encoder == "t5" and not t.get("t5_dir", ""):
+    fail("text.t5_dir", "must name the `convert --kind=t5` output directory for text.encoder='t5'")
   factor = ae.spatial_factor * config.model.patch_size
   for field in ("data.height", "data.width"):
     if get_field(config, field) % factor:

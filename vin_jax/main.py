@@ -8,6 +8,9 @@ Commands:
             train --init_from)
   evaluate  metrics for --videos='GLOB' (mp4 files) or --samples=OUTDIR, written to --out=FILE.json
   ablate    the paper's ablation table at small scale in WORKDIR (trains, samples, evaluates; resumable)
+  convert   --kind=sd_vae|t5 --src=DIR_OR_FILE --out=OUT: Hugging Face safetensors (diffusers' AutoencoderKL,
+            transformers' T5) -> vin_jax weights for autoencoder.weights / text.t5_dir (no --config)
+  precompute  encode the data set to latents (and captions to T5 embeddings) for data.latents=True; resumable
 
 Overrides: --config.train.steps=100 --config.sampling.fusion=none ... (a misspelled field fails).
 Without --config, `sample --params=OUT` and `export --workdir=DIR` use the run config stored there
@@ -21,7 +24,7 @@ import warnings
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-COMMANDS = ("data", "train", "sample", "evaluate", "ablate", "export")
+COMMANDS = ("data", "train", "sample", "evaluate", "ablate", "export", "convert", "precompute")
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/tiny.py[:variant].",
                                           lock_config=True)
@@ -43,7 +46,10 @@ _INIT_FROM = flags.DEFINE_string("init_from", None, "train: start a fresh run fr
 _WEIGHTS = flags.DEFINE_enum("weights", "ema", ["ema", "params"], "export, train --init_from (of a workdir): "
                              "which weights of the checkpoint.")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "export: dtype of the written weights.")
-_FORCE = flags.DEFINE_boolean("force", False, "export: replace an existing --out.")
+_FORCE = flags.DEFINE_boolean("force", False, "export, convert: replace an existing --out.")
+_KIND = flags.DEFINE_enum("kind", None, ["sd_vae", "t5"], "convert: what --src holds.")
+_SRC = flags.DEFINE_string("src", None, "convert: a Hugging Face directory (config.json + *.safetensors) or a "
+                           ".safetensors file with config.json beside it.")
 _MAX_SHARD_BYTES = flags.DEFINE_integer("max_shard_bytes", 4 * 2 ** 30, "export: largest safetensors file; "
                                         "more weights go into model-0000i-of-0000N shards and an index.")
 
@@ -64,6 +70,9 @@ def main(argv):
   if command == "evaluate":
     from vin_jax.cli import evaluate_command
     evaluate_command(videos=_VIDEOS.value, samples=_SAMPLES.value, out=_OUT.value)
+    return
+  if command == "convert":
+    _convert()
     return
   config = _CONFIG.value
   if config is None:
@@ -90,12 +99,19 @@ def main(argv):
     data_dir = config_lib.resolve_data_dir(config, _WORKDIR.value)
     builder.build_dataset(config, data_dir)
     print(f"data set ready in {data_dir}")
+  elif command == "precompute":
+    from vin_jax.data import precompute
+    try:
+      precompute.precompute(config, _WORKDIR.value)
+    except (config_lib.ConfigError, FileNotFoundError) as e:
+      print(f"error: {e}", file=sys.stderr)
+      sys.exit(2)
   elif command == "train":
     from vin_jax import train
     from vin_jax.export import ExportError
     try:
       metrics = train.train(config, _WORKDIR.value, init_from=_INIT_FROM.value, init_weights=_WEIGHTS.value)
-    except ExportError as e:
+    except (ExportError, config_lib.ConfigError, FileNotFoundError) as e:
       print(f"error: {e}", file=sys.stderr)
       sys.exit(2)
     print(f"trained to step {metrics.get('step')} in {_WORKDIR.value}: loss {metrics.get('loss')}")
@@ -129,6 +145,18 @@ def main(argv):
       sys.exit(2)
     except ablation.Interrupted as e:
       print(f"ablation interrupted: {e}", flush=True)
+
+
+def _convert():
+  from vin_jax import convert
+  if not (_KIND.value and _SRC.value and _OUT.value):
+    _usage_error("convert needs --kind, --src and --out")
+  try:
+    info = convert.convert(_KIND.value, _SRC.value, _OUT.value, force=_FORCE.value)
+  except convert.ConversionError as e:
+    print(f"error: cannot convert {_SRC.value}: {e}", file=sys.stderr)
+    sys.exit(2)
+  print(f"converted {info['num_tensors']} tensors ({info['num_params']:,} parameters) of {_KIND.value} to {_OUT.value}")
 
 
 def _parse_flags(argv):

@@ -167,10 +167,13 @@ def validation_inputs(config, data_dir, num: int, *, first_frame: bool = False):
   examples = [source[i % len(source)] for i in range(num)]
   captions = [e["caption"].decode() if isinstance(e["caption"], bytes) else str(e["caption"]) for e in examples]
   true_colors = None
-  if config.data.name == "sprites":
+  if config.data.name == "sprites" and "colors" in examples[0]:   # precomputed latents keep no colours
     true_colors = [[COLOR_NAMES[int(c)] for c in np.asarray(e["colors"])] for e in examples]
   first = None
-  if first_frame:
+  if first_frame and config.data.get("latents", False):   # precomputed: raw latents, normalised here
+    ae = config.autoencoder
+    first = np.stack([(np.asarray(e["latents"][0]) - ae.shift) * ae.scale for e in examples]).astype(np.float32)
+  elif first_frame:
     ae = autoencoder_lib.make_autoencoder(config)
     t = int(round(config.autoencoder.temporal_factor))
     pixels = np.stack([np.asarray(e["frames"][:t]) for e in examples]).astype(np.float32) / 127.5 - 1.0

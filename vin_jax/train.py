@@ -295,7 +295,8 @@ def train(config, workdir: str, *, data_dir: str | None = None, init_from: str |
     print(f"resumed from step {start_step} in {workdir}", flush=True)
 
   # --- the loop ---
-  train_step = jit_train_step(model_def, config, optimizer, mesh, state)
+  video_key = "latents" if config.data.get("latents", False) else "frames"
+  train_step = jit_train_step(model_def, config, optimizer, mesh, state, video_key=video_key)
   lr_schedule = learning_rate_schedule(config)
   pending: list[tuple[int, dict, int]] = []
   last_metrics: dict = {}

@@ -19,6 +19,7 @@ def config():
 def paper():
   c = config_lib.load_config_file(REPO / "configs" / "paper.py")
   c.data.video_dir = "/unused"      # validate wants a folder for video_folder data; nothing reads it here
+  c.data.latents = True             # nor VAE weights: training on precomputed latents
   config_lib.validate(c)
   return c
 

@@ -319,7 +319,12 @@ class VideoFolder(_ReproducibleBuilder):
 # ----------------------------------------------------------------------------------------------
 
 def make_builder(config, data_dir: str | pathlib.Path) -> tfds.core.DatasetBuilder:
-  """The builder for `config.data` under `data_dir` (nothing is generated)."""
+  """The builder for `config.data` under `data_dir` (nothing is generated); with data.latents, the builder of
+  its precomputed latents (vin_jax/data/latents.py)."""
+  if config.data.get("latents", False):
+    from vin_jax.data import latents
+    return latents.Latents(config=latents.latents_config_from(config, data_dir), data_dir=str(data_dir),
+                           file_format=FILE_FORMAT)
   name = config.data.name
   if name == "sprites":
     return Sprites(config=sprites_config_from(config), data_dir=str(data_dir), file_format=FILE_FORMAT)
@@ -339,6 +344,9 @@ def data_source(config, data_dir: str | pathlib.Path, split: str = "train"):
   """Random-access source of one split: len(source), source[i] -> dict of numpy arrays (caption as bytes)."""
   builder = make_builder(config, data_dir)
   if not builder.is_prepared():
+    if config.data.get("latents", False):
+      raise FileNotFoundError(f"data.latents=True: the precomputed latents are not in {builder.data_dir}; run "
+                              "`python -m vin_jax.main precompute` with this config first")
     raise FileNotFoundError(f"data.name={config.data.name!r} is not built in {builder.data_dir}; run "
                             "vin_jax.data.builder.build_dataset(config, data_dir) first")
   if split not in builder.info.splits:

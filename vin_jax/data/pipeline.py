@@ -7,21 +7,24 @@ uninterrupted run would, even with a different number of processes.
 
 A batch (for a bucket of N chunks, P = pixel_frames_per_chunk(config)):
   frames:      uint8 [B_local, N * P, H, W, 3]   a crop of N * P consecutive pixel frames of each video
-  text_tokens: int32 [B_local, config.text.max_length]   the caption, see vin_jax.text.tokenizer
+  text_tokens: the captions as vin_jax.text.conditioning gives them: int32 byte tokens [B_local, Lt], or
+               float32 T5 embeddings [B_local, Lt, E] (text.encoder "t5", or "precomputed": stored)
   num_chunks:  int, N (the same on all processes)
+With data.latents (the precomputed data set, vin_jax/data/latents.py) `latents` replaces `frames`:
+  latents:     float32 [B_local, N * F, h, w, c]  F = chunking.chunk_frames, normalised by autoencoder.shift/scale
 """
 from __future__ import annotations
 
 import functools
 import pathlib
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import grain
 import numpy as np
 
 from vin_jax import config as config_lib
 from vin_jax.data import builder
-from vin_jax.text import tokenizer
+from vin_jax.text import conditioning
 
 # Fixed salts keep the bucket/crop stream and the shuffle stream independent for the same config.seed.
 _BATCH_SALT = 0xB0C4E7
@@ -44,7 +47,12 @@ class BatchReader:
 
   def __init__(self, source: Sequence[dict], *, seed: int, batch_size: int, process_index: int,
                process_count: int, bucket_chunks: Sequence[int], bucket_weights: Sequence[float],
-               frames_per_chunk: int, max_text_length: int):
+               frames_per_chunk: int, captions_to_text: Callable[[list[str]], np.ndarray],
+               video_key: str = "frames", normalize: Callable[[np.ndarray], np.ndarray] | None = None,
+               stored_text_key: str | None = None):
+    """`video_key` is the stored video ("frames" or "latents"), cropped to whole chunks of `frames_per_chunk`
+    frames and passed through `normalize`; the text is `captions_to_text(captions)`, or the stored array
+    `stored_text_key` of each example when given."""
     if batch_size % process_count:
       raise ValueError(f"data.batch_size={batch_size} must be divisible by the process count {process_count}")
     if not 0 <= process_index < process_count:
@@ -64,7 +72,10 @@ class BatchReader:
     self._bucket_chunks = tuple(int(n) for n in bucket_chunks)
     self._cumulative = np.cumsum(weights) / weights.sum()
     self._frames_per_chunk = frames_per_chunk
-    self._max_text_length = max_text_length
+    self._captions_to_text = captions_to_text
+    self._video_key = video_key
+    self._normalize = normalize
+    self._stored_text_key = stored_text_key
 
   def _plan(self, batch_index: int) -> tuple[int, np.ndarray]:
     """(num_chunks, crop offsets of all B global rows in pixel frames: int64 [B]); identical on all processes."""
@@ -90,19 +101,22 @@ class BatchReader:
     batch_index = int(batch_index)
     num_chunks, fractions = self._plan(batch_index)
     clip_frames = num_chunks * self._frames_per_chunk
-    frames, captions = [], []
+    videos, captions, stored_text = [], [], []
     for row, example_index in enumerate(self.example_indices(batch_index)):
       example = self._source[int(example_index)]
-      video = example["frames"]  # uint8 [T, H, W, 3]
+      video = example[self._video_key]  # uint8 [T, H, W, 3] frames or float32 [T', h, w, c] latents
       if video.shape[0] < clip_frames:
-        raise ValueError(f"data.num_frames: stored videos have {video.shape[0]} pixel frames, the bucket of "
-                         f"{num_chunks} chunks needs {clip_frames}")
+        raise ValueError(f"data.num_frames: stored videos have {video.shape[0]} {self._video_key}, the bucket "
+                         f"of {num_chunks} chunks needs {clip_frames}")
       offset = int(fractions[self._first_row + row] * (video.shape[0] - clip_frames + 1))
-      frames.append(video[offset:offset + clip_frames])
+      videos.append(video[offset:offset + clip_frames])
       captions.append(example["caption"])
+      if self._stored_text_key:
+        stored_text.append(example[self._stored_text_key])
+    video = np.stack(videos)
     return {
-        "frames": np.stack(frames),  # uint8 [B_local, N * P, H, W, 3]
-        "text_tokens": tokenizer.tokenize(captions, self._max_text_length),  # int32 [B_local, Lt]
+        self._video_key: self._normalize(video) if self._normalize else video,
+        "text_tokens": np.stack(stored_text) if self._stored_text_key else self._captions_to_text(captions),
         "num_chunks": num_chunks,
     }
 
@@ -129,6 +143,17 @@ class TrainIterator:
     self._iterator.set_state({**state, "next_index": int(state["next_index"])})
 
 
+def _video_and_text(config) -> dict[str, Any]:
+  """BatchReader's video and text arguments for frames or (data.latents) precomputed latents."""
+  text = functools.partial(conditioning.encode_captions, config)
+  if not config.data.get("latents", False):
+    return {"frames_per_chunk": config_lib.pixel_frames_per_chunk(config), "captions_to_text": text}
+  shift, scale = float(config.autoencoder.shift), float(config.autoencoder.scale)
+  return {"frames_per_chunk": config.chunking.chunk_frames, "captions_to_text": text, "video_key": "latents",
+          "normalize": lambda z: ((z - shift) * scale).astype(np.float32),
+          "stored_text_key": "text_embedding" if config.text.encoder == "precomputed" else None}
+
+
 def make_train_iterator(config, data_dir: str | pathlib.Path, *, process_index: int | None = None,
                         process_count: int | None = None, split: str = "train",
                         num_threads: int = 1) -> TrainIterator:
@@ -145,8 +170,7 @@ def make_train_iterator(config, data_dir: str | pathlib.Path, *, process_index: 
   reader = BatchReader(
       builder.data_source(config, data_dir, split), seed=config.seed, batch_size=config.data.batch_size,
       process_index=process_index, process_count=process_count, bucket_chunks=config.data.bucket_chunks,
-      bucket_weights=config.data.bucket_weights, frames_per_chunk=config_lib.pixel_frames_per_chunk(config),
-      max_text_length=config.text.max_length)
+      bucket_weights=config.data.bucket_weights, **_video_and_text(config))
   # An "endless" range of global batch indices; to_iter_dataset keeps the next index as the iterator state.
   batches = grain.MapDataset.range(0, 2 ** 62).map(reader)
   read_options = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=max(1, 2 * num_threads))
