@@ -55,3 +55,17 @@ def sd_vae(config: dict, seed: int = 0):
       if "norm" in name:
         p.copy_((1.0 if name.endswith("weight") else 0.0) + 0.2 * torch.randn_like(p))
   return vae
+
+
+def wan_vae(config: dict, seed: int = 0):
+  """A random diffusers AutoencoderKLWan (latents_mean/std of z_dim values), its RMS norm gammas randomised too
+  (they start at 1)."""
+  torch.manual_seed(seed)
+  z_dim = config["z_dim"]
+  stats = dict(latents_mean=[0.1 * i for i in range(z_dim)], latents_std=[1.0 + 0.1 * i for i in range(z_dim)])
+  vae = diffusers.AutoencoderKLWan(**{**stats, **config}).eval()
+  with torch.no_grad():
+    for name, p in vae.named_parameters():
+      if name.endswith(".gamma"):
+        p.copy_(1.0 + 0.2 * torch.randn_like(p))
+  return vae

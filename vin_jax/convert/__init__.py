@@ -25,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-KINDS = {"sd_vae": "vin_jax.autoencoder.sd_vae", "t5": "vin_jax.text.t5"}
+KINDS = {"sd_vae": "vin_jax.autoencoder.sd_vae", "t5": "vin_jax.text.t5",
+         "wan_vae": "vin_jax.autoencoder.wan_vae"}
 CONVERT_FILE = "convert.json"
 TOKENIZER_FILE = "spiece.model"   # copied from the source directory when present (T5's SentencePiece model)
 
@@ -41,6 +42,7 @@ _LAYOUTS = {
     "conv2d": lambda x: x.transpose(2, 3, 1, 0),       # [O, I, kh, kw] -> [kh, kw, I, O]
     "conv3d": lambda x: x.transpose(2, 3, 4, 1, 0),    # [O, I, kt, kh, kw] -> [kt, kh, kw, I, O]
     "linear_from_conv1x1": lambda x: x[:, :, 0, 0].T,  # a 1x1 conv [O, I, 1, 1] used as a linear layer
+    "reverse_axes": lambda x: x.transpose(tuple(range(x.ndim))[::-1]),   # [C, 1, 1(, 1)] -> [(1,) 1, 1, C]
 }
 # The source shape each layout needs for a Flax shape (to name a wrong shape before transforming).
 _SOURCE_SHAPES = {
@@ -49,6 +51,7 @@ _SOURCE_SHAPES = {
     "conv2d": lambda s: (s[3], s[2], s[0], s[1]),
     "conv3d": lambda s: (s[4], s[3], s[0], s[1], s[2]),
     "linear_from_conv1x1": lambda s: (s[1], s[0], 1, 1),
+    "reverse_axes": lambda s: s[::-1],
 }
 
 
