@@ -202,27 +202,27 @@ class Resample(nnx.Module):
   """WanResample. downsample2d/3d: a 3x3 stride-2 conv after one zero row and column at the bottom/right (H -> H/2),
   then for 3d a time conv (kernel 3, stride 2) over the previous tile's last frame and this tile's (T -> T/2; the
   first tile's single frame passes). upsample2d/3d: for 3d first a causal time conv to 2C channels that become two
-  frames each (T -> 2T; skipped for the first tile), then nearest x2 and a 3x3 conv to C/2 channels."""
+  frames each (T -> 2T; skipped for the first tile, whose input the later tiles' time conv does not see: it starts
+  from zeros at the second tile), then nearest x2 and a 3x3 conv to C/2 channels."""
 
   def __init__(self, channels: int, mode: str, *, rngs: nnx.Rngs, dtype):
     self.mode = mode
     conv = lambda din, dout, kernel, **kw: nnx.Conv(din, dout, kernel, dtype=dtype, param_dtype=jnp.float32,
                                                     rngs=rngs, **kw)
-    self.time_conv = None
     if mode.startswith("downsample"):
       self.resample = conv(channels, channels, (3, 3), strides=(2, 2), padding=((0, 1), (0, 1)))
-      if mode == "downsample3d":
-        self.time_conv = conv(channels, channels, (3, 1, 1), strides=(2, 1, 1), padding="VALID")
     else:
       self.resample = conv(channels, channels // 2, (3, 3), padding=((1, 1), (1, 1)))
-      if mode == "upsample3d":
-        self.time_conv = CausalConv3d(channels, 2 * channels, (3, 1, 1), rngs=rngs, dtype=dtype)
+    self.time_conv = {
+        "downsample3d": lambda: conv(channels, channels, (3, 1, 1), strides=(2, 1, 1), padding="VALID"),
+        "upsample3d": lambda: CausalConv3d(channels, 2 * channels, (3, 1, 1), rngs=rngs, dtype=dtype),
+    }.get(mode, lambda: None)()
 
   def __call__(self, x, cache=None):
     new_cache = ()
     if self.mode == "upsample3d":
-      if cache is None:
-        new_cache = _with_history(None, x, CACHE_FRAMES)[:, -CACHE_FRAMES:]
+      if cache is None:   # diffusers' "Rep": the second tile's time conv sees zeros, not this tile's frame
+        new_cache = jnp.zeros((x.shape[0], CACHE_FRAMES, *x.shape[2:]), x.dtype)
       else:
         y, new_cache = self.time_conv(x, cache)                          # [N, T, H, W, 2C]
         n, t, h, w, c2 = y.shape
