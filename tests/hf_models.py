@@ -3,6 +3,7 @@ shared by the converter tests and the paper:smoke end-to-end test. Nothing is do
 import itertools
 import pathlib
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -69,3 +70,34 @@ def wan_vae(config: dict, seed: int = 0):
       if name.endswith(".gamma"):
         p.copy_(1.0 + 0.2 * torch.randn_like(p))
   return vae
+
+
+def save(model, directory):
+  """`model.save_pretrained` in safetensors; returns the directory."""
+  model.save_pretrained(directory, safe_serialization=True)
+  return directory
+
+
+def max_diff(a, b) -> float:
+  return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
+
+
+def assert_vae_matches(ours, ref, atol=1e-4):
+  """(mean, logvar, decoded) of our module against the reference's: same shapes, fp32, within `atol`."""
+  diffs = {name: max_diff(a, b) for name, a, b in zip(("mean", "logvar", "decode"), ours, ref)}
+  for a, b in zip(ours, ref):
+    assert a.shape == b.shape and a.dtype == np.float32
+  print("max abs differences:", diffs, "output scales:", [float(np.max(np.abs(b))) for b in ref])
+  assert max(diffs.values()) < atol, diffs
+
+
+def edited_source(src: pathlib.Path, tmp_path: pathlib.Path, weights_file: str, edit) -> pathlib.Path:
+  """tmp_path/edited: a copy of the source directory (config.json) whose weights file is `edit(tensors)`."""
+  from safetensors.numpy import load_file, save_file
+  target = tmp_path / "edited"
+  target.mkdir()
+  (target / "config.json").write_text((src / "config.json").read_text())
+  tensors = load_file(src / weights_file)
+  edit(tensors)
+  save_file(tensors, target / weights_file)
+  return target

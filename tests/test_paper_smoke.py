@@ -5,7 +5,6 @@ import json
 
 import numpy as np
 import pytest
-from safetensors.numpy import load_file, save_file
 
 from tests import hf_models
 from tests.test_main import assert_clean_failure, run_cli
@@ -78,13 +77,11 @@ def test_train_on_latents_before_precompute_says_to_precompute(converted, tmp_pa
 
 def test_convert_names_a_wrongly_shaped_tensor_without_a_traceback(converted, tmp_path):
   root, _, _ = converted
-  src = tmp_path / "hf_vae"
-  src.mkdir()
-  (src / "config.json").write_text((root / "hf_vae" / "config.json").read_text())
-  tensors = load_file(root / "hf_vae" / "diffusion_pytorch_model.safetensors")
-  tensors["decoder.conv_in.weight"] = tensors["decoder.conv_in.weight"][:, :2]
-  del tensors["encoder.conv_out.bias"]
-  save_file(tensors, src / "diffusion_pytorch_model.safetensors")
+  def edit(tensors):
+    tensors["decoder.conv_in.weight"] = tensors["decoder.conv_in.weight"][:, :2]
+    del tensors["encoder.conv_out.bias"]
+
+  src = hf_models.edited_source(root / "hf_vae", tmp_path, "diffusion_pytorch_model.safetensors", edit)
   result = run_cli("convert", "--kind=sd_vae", f"--src={src}", f"--out={tmp_path / 'out'}")
   assert_clean_failure(result, "decoder.conv_in.weight", "encoder.conv_out.bias", "missing")
   assert not (tmp_path / "out").exists()

@@ -8,8 +8,8 @@ Commands:
             train --init_from)
   evaluate  metrics for --videos='GLOB' (mp4 files) or --samples=OUTDIR, written to --out=FILE.json
   ablate    the paper's ablation table at small scale in WORKDIR (trains, samples, evaluates; resumable)
-  convert   --kind=sd_vae|t5 --src=DIR_OR_FILE --out=OUT: Hugging Face safetensors (diffusers' AutoencoderKL,
-            transformers' T5) -> vin_jax weights for autoencoder.weights / text.t5_dir (no --config)
+  convert   --kind=sd_vae|wan_vae|t5 --src=DIR_OR_FILE --out=OUT: Hugging Face safetensors (diffusers'
+            AutoencoderKL / AutoencoderKLWan, transformers' T5) -> vin_jax weights for autoencoder.weights / text.t5_dir (no --config)
   precompute  encode the data set to latents (and captions to T5 embeddings) for data.latents=True; resumable
 
 Overrides: --config.train.steps=100 --config.sampling.fusion=none ... (a misspelled field fails).
@@ -23,6 +23,8 @@ import warnings
 
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from vin_jax.convert import KINDS   # numpy only: the converters' modules load when used
 
 COMMANDS = ("data", "train", "sample", "evaluate", "ablate", "export", "convert", "precompute")
 
@@ -47,7 +49,7 @@ _WEIGHTS = flags.DEFINE_enum("weights", "ema", ["ema", "params"], "export, train
                              "which weights of the checkpoint.")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "export: dtype of the written weights.")
 _FORCE = flags.DEFINE_boolean("force", False, "export, convert: replace an existing --out.")
-_KIND = flags.DEFINE_enum("kind", None, ["sd_vae", "t5"], "convert: what --src holds.")
+_KIND = flags.DEFINE_enum("kind", None, list(KINDS), "convert: what --src holds.")
 _SRC = flags.DEFINE_string("src", None, "convert: a Hugging Face directory (config.json + *.safetensors) or a "
                            ".safetensors file with config.json beside it.")
 _MAX_SHARD_BYTES = flags.DEFINE_integer("max_shard_bytes", 4 * 2 ** 30, "export: largest safetensors file; "

@@ -10,7 +10,6 @@ from flax import nnx
 
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
-from safetensors.numpy import load_file, save_file  # noqa: E402
 
 from vin_jax import convert  # noqa: E402
 from vin_jax.autoencoder import sd_vae  # noqa: E402
@@ -24,11 +23,6 @@ BARE = dict(block_out_channels=(16,), layers_per_block=1, norm_num_groups=4, lat
             out_channels=5, mid_block_add_attention=False, use_quant_conv=False, use_post_quant_conv=False)
 CONFIGS = {"small": SMALL, "deep": DEEP, "bare": BARE}
 SIZE = 16   # image side for DEEP / BARE (SMALL uses 32)
-
-
-def _save(vae, directory):
-  vae.save_pretrained(directory, safe_serialization=True)
-  return directory
 
 
 def _torch_outputs(vae, x_NHWC: np.ndarray, z_NHWC: np.ndarray):
@@ -47,16 +41,12 @@ def _inputs(config: dict, size: int, seed: int = 1):
   return x, z
 
 
-def _max_diff(a, b) -> float:
-  return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
-
-
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
   """(source dir, converted dir, inputs, torch outputs) of the SMALL config, converted once."""
   root = tmp_path_factory.mktemp("small")
   vae = hf_models.sd_vae(SMALL)
-  src = _save(vae, root / "src")
+  src = hf_models.save(vae, root / "src")
   convert.convert("sd_vae", src, root / "out")
   x, z = _inputs(SMALL, 32)
   return src, root / "out", (x, z), _torch_outputs(vae, x, z)
@@ -67,46 +57,35 @@ def _ours(module, x, z):
   return np.asarray(mean), np.asarray(logvar), np.asarray(module.decode(jnp.asarray(z)))
 
 
-def _assert_matches(ours, ref, atol=1e-4):
-  diffs = {name: _max_diff(a, b) for name, a, b in zip(("mean", "logvar", "decode"), ours, ref)}
-  for a, b in zip(ours, ref):
-    assert a.shape == b.shape and a.dtype == np.float32
-  print("max abs differences:", diffs, "output scales:", [float(np.max(np.abs(b))) for b in ref])
-  assert max(diffs.values()) < atol, diffs
-
-
 def test_small_matches_diffusers(small):
   _, out, (x, z), ref = small
   module = convert.load_module(out, "sd_vae")
   assert module.spatial_factor == 2 and module.scaling_factor == pytest.approx(0.18215)
   assert module.shift_factor == 0.0
-  _assert_matches(_ours(module, x, z), ref)
+  hf_models.assert_vae_matches(_ours(module, x, z), ref)
 
 
 @pytest.mark.parametrize("name", ["deep", "bare"])
 def test_other_configs_match_diffusers(tmp_path, name):
   config = CONFIGS[name]
   vae = hf_models.sd_vae(config, seed=2)
-  convert.convert("sd_vae", _save(vae, tmp_path / "src"), tmp_path / "out")
+  convert.convert("sd_vae", hf_models.save(vae, tmp_path / "src"), tmp_path / "out")
   module = convert.load_module(tmp_path / "out", "sd_vae")
   assert module.spatial_factor == 2 ** (len(config["block_out_channels"]) - 1)
   x, z = _inputs(config, SIZE)
-  _assert_matches(_ours(module, x, z), _torch_outputs(vae, x, z))
+  hf_models.assert_vae_matches(_ours(module, x, z), _torch_outputs(vae, x, z))
 
 
 def test_bfloat16_compute_stays_close(small):
   _, out, (x, z), ref = small
-  fp32 = convert.load_module(out, "sd_vae")
-  module_config = json.loads((out / convert.CONVERT_FILE).read_text())["module_config"]
-  bf16 = sd_vae.build(module_config, nnx.Rngs(0), dtype=jnp.bfloat16)
-  nnx.update(bf16, nnx.state(fp32, nnx.Param))
+  bf16 = convert.load_module(out, "sd_vae", dtype=jnp.bfloat16)
   params = nnx.state(bf16, nnx.Param)
   assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(nnx.to_pure_dict(params)))   # parameters stay fp32
   ours = _ours(bf16, x, z)
   for a, b in zip(ours, ref):
     assert a.dtype == np.float32 and np.all(np.isfinite(a))
-    assert _max_diff(a, b) < 0.05 * max(1.0, float(np.max(np.abs(b)))), _max_diff(a, b)
-  print("bf16 max abs differences:", [_max_diff(a, b) for a, b in zip(ours, ref)])
+    assert hf_models.max_diff(a, b) < 0.05 * max(1.0, float(np.max(np.abs(b)))), hf_models.max_diff(a, b)
+  print("bf16 max abs differences:", [hf_models.max_diff(a, b) for a, b in zip(ours, ref)])
 
 
 def test_hf_sources_cover_every_parameter():
@@ -134,17 +113,6 @@ def test_module_config_from_hf():
       sd_vae.module_config_from_hf({**hf, field: value})
 
 
-def _edited_source(src, tmp_path, edit):
-  """A copy of the source directory whose weights file is `edit(tensors)`."""
-  target = tmp_path / "edited"
-  target.mkdir()
-  (target / "config.json").write_text((src / "config.json").read_text())
-  tensors = load_file(src / WEIGHTS)
-  edit(tensors)
-  save_file(tensors, target / WEIGHTS)
-  return target
-
-
 def _wrong_shape(tensors):
   tensors["decoder.up_blocks.1.resnets.0.conv1.weight"] = np.zeros((32, 32, 3, 1), np.float32)
 
@@ -161,7 +129,7 @@ def _extra(tensors):
                                           (_deleted, "encoder.mid_block.attentions.0.to_k.bias"),
                                           (_extra, "encoder.extra.weight")])
 def test_bad_source_raises_and_writes_nothing(small, tmp_path, edit, tensor):
-  src = _edited_source(small[0], tmp_path, edit)
+  src = hf_models.edited_source(small[0], tmp_path, WEIGHTS, edit)
   out = tmp_path / "out"
   with pytest.raises(convert.ConversionError, match=re.escape(f"tensor {tensor!r}")):
     convert.convert("sd_vae", src, out)
@@ -179,7 +147,7 @@ def test_old_attention_names_convert_the_same(small, tmp_path):
       tensors[old] = tensors.pop(name)
     assert any(".proj_attn." in n for n in tensors) and not any(".to_q." in n for n in tensors)
 
-  convert.convert("sd_vae", _edited_source(src, tmp_path, rename), tmp_path / "out")
+  convert.convert("sd_vae", hf_models.edited_source(src, tmp_path, WEIGHTS, rename), tmp_path / "out")
   _, renamed = convert.read_converted(tmp_path / "out", "sd_vae")
   _, reference = convert.read_converted(out, "sd_vae")
   assert renamed.keys() == reference.keys()

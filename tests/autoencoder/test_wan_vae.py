@@ -12,7 +12,6 @@ from flax import nnx
 
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
-from safetensors.numpy import load_file, save_file  # noqa: E402
 
 from vin_jax import convert  # noqa: E402
 from vin_jax.autoencoder import wan_vae  # noqa: E402
@@ -23,11 +22,6 @@ WEIGHTS = "diffusion_pytorch_model.safetensors"
 SMALL = dict(base_dim=8, z_dim=4, dim_mult=[1, 2, 2, 2], num_res_blocks=1, temperal_downsample=[False, True, True])
 # One level down (f = 2, tf = 2) with a wider decoder: the temporal resamplers at the outermost level.
 BARE = dict(base_dim=4, decoder_base_dim=8, z_dim=2, dim_mult=[1, 2], num_res_blocks=1, temperal_downsample=[True])
-
-
-def _save(vae, directory):
-  vae.save_pretrained(directory, safe_serialization=True)
-  return directory
 
 
 def _torch_outputs(vae, x_NTHWC: np.ndarray, z_NTHWC: np.ndarray):
@@ -47,10 +41,6 @@ def _inputs(config: dict, frames: int, size: int, seed: int = 1):
   return x, z
 
 
-def _max_diff(a, b) -> float:
-  return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
-
-
 def _ours(module, x, z):
   """(mean, logvar, decoded) of the module, each direction one jitted function of the weights."""
   graphdef, state = nnx.split(module)
@@ -60,20 +50,12 @@ def _ours(module, x, z):
   return np.asarray(mean), np.asarray(logvar), np.asarray(decode(state, jnp.asarray(z)))
 
 
-def _assert_matches(ours, ref, atol=1e-4):
-  diffs = {name: _max_diff(a, b) for name, a, b in zip(("mean", "logvar", "decode"), ours, ref)}
-  for a, b in zip(ours, ref):
-    assert a.shape == b.shape and a.dtype == np.float32
-  print("max abs differences:", diffs, "output scales:", [float(np.max(np.abs(b))) for b in ref])
-  assert max(diffs.values()) < atol, diffs
-
-
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
   """(source dir, converted dir, inputs, torch outputs) of SMALL on 13 frames (the first, then 3 tiles of 4)."""
   root = tmp_path_factory.mktemp("small")
   vae = hf_models.wan_vae(SMALL)
-  src = _save(vae, root / "src")
+  src = hf_models.save(vae, root / "src")
   convert.convert("wan_vae", src, root / "out")
   x, z = _inputs(SMALL, 13, 16)
   return src, root / "out", (x, z), _torch_outputs(vae, x, z)
@@ -87,32 +69,29 @@ def test_small_matches_diffusers_over_several_tiles(small):
   ours = _ours(module, x, z)
   assert ours[0].shape == (1, 4, 2, 2, 4) and ours[2].shape == (1, 13, 16, 16, 3)
   assert np.all(np.abs(ours[2]) <= 1.0)   # diffusers clips the decoded video
-  _assert_matches(ours, ref)
+  hf_models.assert_vae_matches(ours, ref)
 
 
 @pytest.mark.parametrize("frames", [1, 9])
 def test_bare_matches_diffusers(tmp_path, frames):
   vae = hf_models.wan_vae(BARE, seed=2)
-  convert.convert("wan_vae", _save(vae, tmp_path / "src"), tmp_path / "out")
+  convert.convert("wan_vae", hf_models.save(vae, tmp_path / "src"), tmp_path / "out")
   module = convert.load_module(tmp_path / "out", "wan_vae")
   assert (module.spatial_factor, module.temporal_factor, module.latent_channels) == (2, 2, 2)
   x, z = _inputs(BARE, frames, 8)
-  _assert_matches(_ours(module, x, z), _torch_outputs(vae, x, z))
+  hf_models.assert_vae_matches(_ours(module, x, z), _torch_outputs(vae, x, z))
 
 
 def test_bfloat16_compute_stays_close(small):
   _, out, (x, z), ref = small
-  fp32 = convert.load_module(out, "wan_vae")
-  module_config = json.loads((out / convert.CONVERT_FILE).read_text())["module_config"]
-  bf16 = wan_vae.build(module_config, nnx.Rngs(0), dtype=jnp.bfloat16)
-  nnx.update(bf16, nnx.state(fp32, nnx.Param))
+  bf16 = convert.load_module(out, "wan_vae", dtype=jnp.bfloat16)
   params = nnx.state(bf16, nnx.Param)
   assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(nnx.to_pure_dict(params)))   # parameters stay fp32
   ours = _ours(bf16, x, z)
   for a, b in zip(ours, ref):
     assert a.dtype == np.float32 and np.all(np.isfinite(a))
-    assert _max_diff(a, b) < 0.05 * max(1.0, float(np.max(np.abs(b)))), _max_diff(a, b)
-  print("bf16 max abs differences:", [_max_diff(a, b) for a, b in zip(ours, ref)])
+    assert hf_models.max_diff(a, b) < 0.05 * max(1.0, float(np.max(np.abs(b)))), hf_models.max_diff(a, b)
+  print("bf16 max abs differences:", [hf_models.max_diff(a, b) for a, b in zip(ours, ref)])
 
 
 @pytest.mark.parametrize("shape, message", [((1, 12, 16, 16, 3), "12 frames"), ((1, 0, 16, 16, 3), "0 frames"),
@@ -154,17 +133,6 @@ def test_module_config_from_hf():
       wan_vae.module_config_from_hf({**hf, field: value})
 
 
-def _edited_source(src, tmp_path, edit):
-  """A copy of the source directory whose weights file is `edit(tensors)`."""
-  target = tmp_path / "edited"
-  target.mkdir()
-  (target / "config.json").write_text((src / "config.json").read_text())
-  tensors = load_file(src / WEIGHTS)
-  edit(tensors)
-  save_file(tensors, target / WEIGHTS)
-  return target
-
-
 def _wrong_shape(tensors):
   tensors["decoder.up_blocks.0.upsamplers.0.time_conv.weight"] = np.zeros((32, 16, 3, 3, 1), np.float32)
 
@@ -186,7 +154,7 @@ def _extra(tensors):
                                           (_deleted, "encoder.down_blocks.1.resample.1.bias"),
                                           (_extra, "encoder.extra.weight")])
 def test_bad_source_raises_and_writes_nothing(small, tmp_path, edit, tensor):
-  src = _edited_source(small[0], tmp_path, edit)
+  src = hf_models.edited_source(small[0], tmp_path, WEIGHTS, edit)
   with pytest.raises(convert.ConversionError, match=re.escape(f"tensor {tensor!r}")):
     convert.convert("wan_vae", src, tmp_path / "out")
   assert sorted(p.name for p in tmp_path.iterdir()) == ["edited"]   # neither out nor a temporary directory

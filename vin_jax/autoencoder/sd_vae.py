@@ -282,10 +282,8 @@ def build(module_config: dict, rngs: nnx.Rngs, dtype=jnp.float32) -> Autoencoder
 def hf_sources(module_config: dict) -> dict[str, Source]:
   """{dotted Flax name: Source} for every parameter: the diffusers name is the Flax name with kernel/scale ->
   weight and to_out -> to_out.0; a 4-D kernel is a conv, a 2-D one a Linear."""
-  from vin_jax.export import names
-  abstract = nnx.eval_shape(lambda: build(module_config, nnx.Rngs(0)))
-  params = names.flatten(nnx.to_pure_dict(nnx.state(abstract, nnx.Param)))
-  return {name: _source(name, len(x.shape)) for name, x in params.items()}
+  from vin_jax import convert
+  return {name: _source(name, len(shape)) for name, shape in convert.abstract_shapes("sd_vae", module_config).items()}
 
 
 def _source(flax_name: str, ndim: int) -> Source:

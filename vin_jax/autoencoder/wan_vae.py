@@ -403,10 +403,8 @@ def hf_sources(module_config: dict) -> dict[str, Source]:
   """{dotted Flax name: Source} for every parameter: the diffusers name is the Flax name with kernel -> weight and
   resample -> resample.1 (diffusers' Sequential); a 5-D kernel is a Conv3d, a 4-D one a Conv2d, a 2-D one a 1x1
   Conv2d (the attention's to_qkv / proj); gamma [(1,) 1, 1, C] <- [C, 1, 1(, 1)]."""
-  from vin_jax.export import names
-  abstract = nnx.eval_shape(lambda: build(module_config, nnx.Rngs(0)))
-  params = names.flatten(nnx.to_pure_dict(nnx.state(abstract, nnx.Param)))
-  return {name: _source(name, len(x.shape)) for name, x in params.items()}
+  from vin_jax import convert
+  return {name: _source(name, len(shape)) for name, shape in convert.abstract_shapes("wan_vae", module_config).items()}
 
 
 def _source(flax_name: str, ndim: int) -> Source:

@@ -1,6 +1,6 @@
 """Pretrained weights in Hugging Face layouts -> vin_jax's Flax modules, and back from disk.
 
-    python -m vin_jax.main convert --kind=sd_vae|t5 --src=DIR_OR_FILE --out=OUT
+    python -m vin_jax.main convert --kind=sd_vae|wan_vae|t5 --src=DIR_OR_FILE --out=OUT
 
 A kind is a module of this package's `KINDS` with four names:
   module_config_from_hf(hf_config: dict) -> dict   the Flax module's settings from the source's config.json

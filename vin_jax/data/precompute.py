@@ -10,7 +10,6 @@ records sharded per process, as it reads frames.
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import shutil
 
@@ -19,8 +18,10 @@ from tqdm import tqdm
 
 from vin_jax import autoencoder as autoencoder_lib
 from vin_jax import config as config_lib
+from vin_jax import video_io
 from vin_jax.data import builder as frames_builder
 from vin_jax.data import latents as latents_lib
+from vin_jax.evaluation import report
 from vin_jax.text import conditioning
 
 STATS_FILE = "latent_stats.json"
@@ -47,7 +48,7 @@ def precompute(config, workdir: str | None, *, data_dir: str | None = None, exam
            "skipped_non_finite": {s: c[1] for s, c in counts.items()}}
   (parts_dir / "COMPLETE").write_text(json.dumps(stats))
   target.download_and_prepare(file_format=frames_builder.FILE_FORMAT)
-  _write_json_atomic(stats_path, stats)
+  report.write_json_atomic(stats_path, stats)
   shutil.rmtree(parts_dir, ignore_errors=True)
   print(f"latents of {sum(c[0] for c in counts.values())} examples in {target.data_dir} (skipped, not finite: "
         f"{stats['skipped_non_finite']}); measured: --config.autoencoder.shift={stats['shift']:.6g} "
@@ -78,10 +79,8 @@ def _encode_split(config, source, split: str, parts_dir: pathlib.Path, autoencod
     if latents_lib.stores_text_embeddings(config):
       part["text_embedding"] = conditioning.encode_captions(config, captions)[keep].astype(np.float32)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
+    with video_io.atomic_output(path) as tmp, open(tmp, "wb") as f:
       np.savez(f, **part)
-    os.replace(tmp, path)
     bar.update(len(indices))
   bar.close()
   kept = skipped = 0
@@ -110,9 +109,3 @@ def _statistics(train_parts: pathlib.Path) -> dict:
   std = float(np.sqrt(np.maximum((squares.sum() / (count * len(mean_c))) - mean ** 2, 0.0)))
   return {"mean": mean, "std": std, "shift": mean, "scale": 1.0 / max(std, 1e-12),
           "per_channel_mean": mean_c.tolist(), "per_channel_std": std_c.tolist()}
-
-
-def _write_json_atomic(path: pathlib.Path, value: dict) -> None:
-  tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-  tmp.write_text(json.dumps(value, indent=2))
-  os.replace(tmp, path)
