@@ -116,6 +116,16 @@ def base_config() -> ml_collections.ConfigDict:
   # of sample, evaluate and ablate), as whole videos from the end of the sorted listing so that no video is in
   # both splits. A small folder gives validation every video but the first, even if they hold fewer clips.
   c.data.validation_clips = 8
+  # data.name == "video_folder": the data engine (vin_jax/data/engine.py; what it kept and dropped goes to
+  # build_report.json next to the records).
+  c.data.split_scenes = True        # clips within scenes (PySceneDetect's ContentDetector): none crosses a cut
+  c.data.scene_threshold = 27.0     # ContentDetector's threshold (its default); lower finds more cuts
+  # Drop clips whose mean optical-flow magnitude (Farneback, consecutive frames) is below this, in pixels per
+  # frame at data.height x data.width; 0 keeps all.
+  c.data.min_motion = 0.0
+  # A .jsonl ({"path": ..., "caption": ...} per line) or .csv (header path,caption) index of captions, paths
+  # relative to data.video_dir; wins over a video's sidecar .txt. Empty: sidecars only.
+  c.data.captions_file = ""
   c.data.data_dir = ""              # empty: $TFDS_DATA_DIR, else WORKDIR/data
   c.data.num_examples = 256
   c.data.num_frames = 32            # pixel frames per stored video (>= the longest bucket)

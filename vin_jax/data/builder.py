@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core import example_serializer
 
-from vin_jax.data import sprites
+from vin_jax.data import engine, sprites
 
 FILE_FORMAT = "array_record"
 # Example i of a split is generated from (salt, i); each split has its own salt, so validation videos are
@@ -156,9 +156,11 @@ def list_videos(video_dir: str | pathlib.Path) -> list[pathlib.Path]:
 @dataclasses.dataclass(eq=False)
 class VideoFolderConfig(tfds.core.BuilderConfig):
   """Clips of `num_frames` frames at `fps`, centre-cropped and resized to height x width; `validation_clips`
-  sets the size of the validation split (see `VideoFolder`).
+  sets the size of the validation split (see `VideoFolder`); `split_scenes`, `scene_threshold`, `min_motion`
+  and `captions_file` are the data engine's (vin_jax/data/engine.py).
 
-  The name carries a digest of the folder's path and listing (names and sizes), so adding a video builds anew.
+  The name carries a digest of the folder's path and listing (names and sizes) and of the captions index (path
+  and contents), so adding a video or changing a caption of the index builds anew.
   """
   video_dir: str = ""
   num_frames: int = 32      # pixel frames per clip, at `fps`
@@ -166,6 +168,10 @@ class VideoFolderConfig(tfds.core.BuilderConfig):
   width: int = 16
   fps: float = 8.0
   validation_clips: int = 8  # at least this many clips, as whole videos, unless the folder is too small
+  split_scenes: bool = True  # clips never cross a scene cut (PySceneDetect's ContentDetector)
+  scene_threshold: float = engine.DEFAULT_SCENE_THRESHOLD
+  min_motion: float = 0.0    # clips of a lower mean optical-flow magnitude (pixels per frame) are dropped
+  captions_file: str = ""    # a .jsonl or .csv index of captions; wins over the sidecar .txt
 
   @classmethod
   def from_settings(cls, **settings) -> "VideoFolderConfig":
@@ -173,13 +179,23 @@ class VideoFolderConfig(tfds.core.BuilderConfig):
     if int(probe.validation_clips) < 1:
       raise ValueError(f"data.validation_clips={probe.validation_clips} must be >= 1: sample (without --prompt), "
                        "evaluate and ablate read the validation split")
+    engine.check_settings(scene_threshold=probe.scene_threshold, min_motion=probe.min_motion,
+                          captions_file=probe.captions_file)
     root = pathlib.Path(probe.video_dir).resolve()
     listing = [f"{p.relative_to(root)}:{p.stat().st_size}" for p in list_videos(root)]
-    digest = hashlib.sha1("\n".join([str(root), *listing]).encode()).hexdigest()[:10]
+    digest = hashlib.sha1("\n".join([str(root), *listing, engine.captions_digest(probe.captions_file)])
+                          .encode()).hexdigest()[:10]
     stem = re.sub(r"[^\w\-.]", "_", root.name) or "videos"
+    scenes = f"scenes{float(probe.scene_threshold)!r}" if probe.split_scenes else "noscenes"
     name = (f"{stem}-t{probe.num_frames}-{probe.height}x{probe.width}-fps{float(probe.fps)!r}"
-            f"-val{int(probe.validation_clips)}-{digest}")
+            f"-val{int(probe.validation_clips)}-{scenes}-motion{float(probe.min_motion)!r}-{digest}")
     return cls(name=name, description=f"Video folder {root}: {name}", **settings)
+
+  def engine_settings(self) -> dict:
+    """The keyword arguments of `engine.clips` (but the path)."""
+    return dict(num_frames=int(self.num_frames), height=int(self.height), width=int(self.width),
+                fps=float(self.fps), split_scenes=bool(self.split_scenes),
+                scene_threshold=float(self.scene_threshold), min_motion=float(self.min_motion))
 
 
 def video_folder_config_from(config) -> VideoFolderConfig:
@@ -188,42 +204,22 @@ def video_folder_config_from(config) -> VideoFolderConfig:
   video_dir = d.get("video_dir", None)
   if not video_dir:
     raise ValueError(f"data.name='video_folder' needs data.video_dir (a folder of videos), got {video_dir!r}")
-  return VideoFolderConfig.from_settings(video_dir=str(video_dir), num_frames=int(d.num_frames),
-                                         height=int(d.height), width=int(d.width), fps=float(d.fps),
-                                         validation_clips=int(d.validation_clips))
+  split_scenes = d.get("split_scenes", True)
+  if not isinstance(split_scenes, bool):
+    raise ValueError(f"data.split_scenes={split_scenes!r} must be True or False")
+  return VideoFolderConfig.from_settings(
+      video_dir=str(video_dir), num_frames=int(d.num_frames), height=int(d.height), width=int(d.width),
+      fps=float(d.fps), validation_clips=int(d.validation_clips), split_scenes=split_scenes,
+      scene_threshold=float(d.get("scene_threshold", engine.DEFAULT_SCENE_THRESHOLD)),
+      min_motion=float(d.get("min_motion", 0.0)), captions_file=str(d.get("captions_file", "") or ""))
 
 
-def _decoded_frames(path: pathlib.Path, height: int, width: int, fps: float):
-  """Streams uint8 [H, W, 3] frames of a video resampled to `fps`, scaled to cover H x W and centre-cropped."""
-  import imageio_ffmpeg  # only this builder decodes video
-
-  # ffmpeg does the resampling and resizing while decoding, so a long video never sits in memory.
-  filters = (f"fps={fps!r},scale={width}:{height}:force_original_aspect_ratio=increase:flags=area,"
-             f"crop={width}:{height}")
-  reader = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24", output_params=["-vf", filters])
-  try:
-    next(reader)  # metadata of the source
-  except (RuntimeError, StopIteration) as error:
-    raise ValueError(f"cannot decode video {str(path)!r}: {error}") from error
-  for buffer in reader:
-    yield np.frombuffer(buffer, np.uint8).reshape(height, width, 3)
-
-
-def _clips(path: pathlib.Path, c: VideoFolderConfig):
-  """Streams (start_frame, uint8 [num_frames, H, W, 3]) of the non-overlapping clips of one video; a shorter
-  tail is dropped."""
-  clip, start_frame = [], 0
-  for frame in _decoded_frames(path, c.height, c.width, c.fps):
-    clip.append(frame)
-    if len(clip) == c.num_frames:
-      yield start_frame, np.stack(clip)
-      clip, start_frame = [], start_frame + c.num_frames
-
-
-def _count_clips(path: pathlib.Path, c: VideoFolderConfig, enough: int) -> int:
-  """Clips of one video, counted up to `enough` (decoding stops there)."""
+def _count_clips(path: pathlib.Path, c: VideoFolderConfig, enough: int,
+                 report: engine.SplitReport | None = None) -> int:
+  """Kept clips of one video (as `VideoFolder` generates them: `engine.clips`), counted up to `enough`
+  (decoding stops there)."""
   count = 0
-  with contextlib.closing(_clips(path, c)) as clips:
+  with contextlib.closing(engine.clips(path, **c.engine_settings(), report=report, name=path.name)) as clips:
     for _ in clips:
       count += 1
       if count >= enough:
@@ -234,41 +230,49 @@ def _count_clips(path: pathlib.Path, c: VideoFolderConfig, enough: int) -> int:
 def validation_start(videos: list[pathlib.Path], c: VideoFolderConfig) -> int:
   """Index into the sorted listing `videos` of the first validation video (see `VideoFolder`).
 
-  Takes videos from the end of the listing until they hold `validation_clips` clips, never the first video.
+  Takes videos from the end of the listing until they hold `validation_clips` kept clips, never the first video.
   """
   if len(videos) < 2:
     raise ValueError(
         f"data.validation_clips={c.validation_clips}: data.video_dir={c.video_dir!r} holds {len(videos)} video, "
         "but the validation split holds whole videos, so that no video is in both splits: add a second video "
         "(or cut this one in two, e.g. with ffmpeg -ss/-t)")
-  start, held = len(videos), 0
+  start, held, report = len(videos), 0, engine.SplitReport()
   while start > 1 and held < c.validation_clips:
     start -= 1
-    held += _count_clips(videos[start], c, c.validation_clips - held)
+    held += _count_clips(videos[start], c, c.validation_clips - held, report)
   if held == 0:
+    broken = [f"{s['file']}: {s['error']}" for s in report.skipped + report.truncated]
     raise ValueError(
         f"data.validation_clips={c.validation_clips}: no video of data.video_dir={c.video_dir!r} after the first "
-        f"({videos[0].name}) holds a clip of data.num_frames={c.num_frames} frames at data.fps={c.fps}, so the "
-        "validation split would be empty: add longer videos")
+        f"({videos[0].name}) holds a clip of data.num_frames={c.num_frames} frames at data.fps={c.fps} (within "
+        f"one scene, data.split_scenes={c.split_scenes}; moving at least data.min_motion={c.min_motion}; broken "
+        "files are skipped), so the validation split would be empty: add longer videos"
+        + (f" (broken: {'; '.join(broken)})" if broken else ""))
   return start
 
 
 class VideoFolder(_ReproducibleBuilder):
-  """Non-overlapping clips of every video in a folder; a video's caption is its sidecar `<stem>.txt`, or "".
+  """Non-overlapping clips of every video in a folder, made by the data engine (vin_jax/data/engine.py): within
+  one scene (`data.split_scenes`), moving at least `data.min_motion`, captioned by the index
+  `data.captions_file` or else the sidecar `<stem>.txt` (else ""). Broken files are skipped or truncated, never
+  fatal; `build_report.json` in the data dir, next to the records, says what every split kept and dropped.
 
   Splits: `validation` holds whole videos taken from the end of the sorted listing (`list_videos`) until they
-  hold at least `data.validation_clips` clips; `train` holds every other video. No video is in both splits,
-  and the split depends only on the listing and the clip settings, so rebuilds are identical. The first video
-  always stays in train: in a small folder validation gets every later video, even if they hold fewer clips
-  than asked for (`validation_inputs` then repeats them). A folder of one video, or one whose videos after the
-  first are all shorter than a clip, raises a ValueError naming `data.validation_clips`; so does a train split
-  left without a clip (its videos all shorter than one clip).
+  hold at least `data.validation_clips` kept clips; `train` holds every other video. No video is in both
+  splits, and the split depends only on the listing and the clip settings, so rebuilds are identical. The first
+  video always stays in train: in a small folder validation gets every later video, even if they hold fewer
+  clips than asked for (`validation_inputs` then repeats them). A folder of one video, or one whose videos after
+  the first hold no kept clip, raises a ValueError naming `data.validation_clips`; so does a train split left
+  without a clip (its videos all shorter than one clip, or broken).
   """
 
   name = "video_folder"
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "First release."}
   BUILDER_CONFIGS = []
+
+  report: engine.BuildReport | None = None  # of the last generation, written to build_report.json
 
   def _info(self) -> tfds.core.DatasetInfo:
     c: VideoFolderConfig = self.builder_config
@@ -283,37 +287,54 @@ class VideoFolder(_ReproducibleBuilder):
         disable_shuffling=True,
     )
 
+  def _download_and_prepare(self, dl_manager, download_config=None):
+    result = super()._download_and_prepare(dl_manager, download_config)
+    # Here self.data_dir is still tfds's temporary directory (renamed to the real one once everything in it is
+    # written), so the report lands together with the records, or not at all.
+    self.report.write(self.data_dir)
+    return result
+
   def _split_generators(self, dl_manager):
     del dl_manager
     c: VideoFolderConfig = self.builder_config
-    videos = list_videos(pathlib.Path(c.video_dir).resolve())
+    root = pathlib.Path(c.video_dir).resolve()
+    videos = list_videos(root)
     if not videos:
       raise ValueError(f"data.video_dir={c.video_dir!r} holds no video ({', '.join(VIDEO_SUFFIXES)})")
+    index = engine.load_captions(c.captions_file, root) if c.captions_file else {}
+    listed = {v.relative_to(root).as_posix() for v in videos}
+    settings = {"video_dir": str(root), **c.engine_settings(), "validation_clips": int(c.validation_clips),
+                "captions_file": str(pathlib.Path(c.captions_file).resolve()) if c.captions_file else ""}
+    self.report = engine.BuildReport(settings=settings,
+                                     captions_unmatched=sorted(k for k in index if k not in listed))
     start = validation_start(videos, c)
-    return {"train": self._generate_examples("train", videos, range(start)),
-            "validation": self._generate_examples("validation", videos, range(start, len(videos)))}
+    return {"train": self._generate_examples("train", videos, range(start), index),
+            "validation": self._generate_examples("validation", videos, range(start, len(videos)), index)}
 
-  def _generate_examples(self, split: str, videos: list[pathlib.Path], indices: range):
+  def _generate_examples(self, split: str, videos: list[pathlib.Path], indices: range, index: dict[str, str]):
     c: VideoFolderConfig = self.builder_config
     root = pathlib.Path(c.video_dir).resolve()
-    count = 0
+    report = self.report.split(split)
+    report.files = len(indices)
     for file_index in indices:
       path = videos[file_index]
-      sidecar = path.with_suffix(".txt")
-      caption = sidecar.read_text(encoding="utf-8").strip() if sidecar.exists() else ""
-      for start_frame, frames in _clips(path, c):
-        yield f"{file_index:06d}-{start_frame:09d}", {
-            "frames": frames, "caption": caption, "source": str(path.relative_to(root)),
-            "start_frame": np.int32(start_frame)}
-        count += 1
-    if count == 0:
+      name = path.relative_to(root).as_posix()
+      caption, origin = engine.caption_of(path, root, index)
+      report.captions[origin] += 1
+      for clip in engine.clips(path, **c.engine_settings(), report=report, name=name):
+        yield f"{file_index:06d}-{clip.start_frame:09d}", {
+            "frames": clip.frames, "caption": caption, "source": name,
+            "start_frame": np.int32(clip.start_frame)}
+    if report.clips_kept == 0:
+      why = (f"the {split} videos of {c.video_dir!r} hold no clip of data.num_frames={c.num_frames} frames at "
+             f"data.fps={c.fps} (within one scene, data.split_scenes={c.split_scenes}; moving at least "
+             f"data.min_motion={c.min_motion}; broken files are skipped). {self.report.summary()}")
       if split == "train":
         raise ValueError(
-            f"data.num_frames={c.num_frames}: the train videos of {c.video_dir!r} (all but the validation "
-            f"split's, see data.validation_clips={c.validation_clips}) are shorter than one clip at "
-            f"data.fps={c.fps}; add videos, or lower data.validation_clips (validation keeps at least the last video)")
-      raise ValueError(f"data.num_frames={c.num_frames}: the validation videos of {c.video_dir!r} are shorter "
-                       f"than one clip at data.fps={c.fps}")
+            f"data.num_frames={c.num_frames}: {why}. The train videos are all but the validation split's (see "
+            f"data.validation_clips={c.validation_clips}): add videos, or lower data.validation_clips "
+            "(validation keeps at least the last video)")
+      raise ValueError(f"data.num_frames={c.num_frames}: {why}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -337,6 +358,8 @@ def build_dataset(config, data_dir: str | pathlib.Path) -> tfds.core.DatasetBuil
   """Generates the data set of `config.data` into `data_dir` unless it is there already; returns the builder."""
   builder = make_builder(config, data_dir)
   builder.download_and_prepare(file_format=FILE_FORMAT)
+  if getattr(builder, "report", None) is not None:  # generated now (a reused data set has its build_report.json)
+    print(builder.report.summary(), flush=True)
   return builder
 
 
