@@ -61,7 +61,26 @@ def latent_channels(config) -> int:
 
 
 def pixel_frames_per_chunk(config) -> int:
+  """Pixel frames a chunk of latent frames stands for (a causal VAE's first chunk has tf - 1 fewer)."""
   return int(round(config.chunking.chunk_frames * config.autoencoder.temporal_factor))
+
+
+def is_causal(config) -> bool:
+  """Whether the autoencoder is causal in time (wan_vae): its first latent frame holds one pixel frame."""
+  return config.autoencoder.kind == "wan_vae"
+
+
+def latent_frames_of(config, pixel_frames: int) -> float:
+  """Latent frames of a video of `pixel_frames`: T / tf, or 1 + (T - 1) / tf for a causal VAE (not whole when
+  the autoencoder cannot encode that length)."""
+  tf = float(config.autoencoder.temporal_factor)
+  return 1 + (pixel_frames - 1) / tf if is_causal(config) else pixel_frames / tf
+
+
+def pixel_frames_of(config, latent_frames: int) -> int:
+  """Pixel frames that `latent_frames` decode to: t tf, or 1 + (t - 1) tf for a causal VAE."""
+  tf = float(config.autoencoder.temporal_factor)
+  return int(round(1 + (latent_frames - 1) * tf if is_causal(config) else latent_frames * tf))
 
 
 def fusion_steps(config) -> int:
@@ -76,7 +95,7 @@ _CHOICES = {
     "model.dtype": ("float32", "bfloat16"),
     "model.attention": ("auto", "einsum", "blocked", "xla", "cudnn", "splash"),
     "model.remat": ("none", "full", "dots"),
-    "autoencoder.kind": ("patch", "sd_vae"),
+    "autoencoder.kind": ("patch", "sd_vae", "wan_vae"),
     "text.encoder": ("bytes", "t5", "precomputed"),
     "autoencoder.dtype": ("float32", "bfloat16"),
     "diffusion.objective": ("eps", "v", "flow"),
@@ -205,16 +224,27 @@ def validate(config, num_devices: int | None = None, *, purpose: str = "train") 
   ae = config.autoencoder
   if ae.kind == "patch" and float(ae.temporal_factor) != int(ae.temporal_factor):
     fail("autoencoder.temporal_factor", "must be a whole number for the patch autoencoder")
-  if ae.kind == "sd_vae":
+  if ae.kind in ("sd_vae", "wan_vae"):
     if not ae.get("latent_channels", 0) > 0:
-      fail("autoencoder.latent_channels", "must be > 0 for autoencoder.kind='sd_vae' (4 for SD's VAE)")
-    if float(ae.temporal_factor) != 1.0:
+      fail("autoencoder.latent_channels", f"must be > 0 for autoencoder.kind={ae.kind!r} (4 for SD's VAE, 16 for "
+           "Wan 2.1's)")
+    if ae.kind == "sd_vae" and float(ae.temporal_factor) != 1.0:
       fail("autoencoder.temporal_factor", "must be 1: autoencoder.kind='sd_vae' encodes frame by frame")
+    if ae.kind == "wan_vae" and float(ae.temporal_factor) not in (1.0, 2.0, 4.0, 8.0):
+      fail("autoencoder.temporal_factor", "must be the converted Wan VAE's (4 for Wan 2.1)")
     if not ae.get("weights", "") and not (purpose == "train" and config.data.get("latents", False)):
-      fail("autoencoder.weights", "must name the `convert --kind=sd_vae` output directory for "
-           "autoencoder.kind='sd_vae' (only training on precomputed latents, data.latents=True, runs without it)")
+      fail("autoencoder.weights", f"must name the `convert --kind={ae.kind}` output directory for "
+           f"autoencoder.kind={ae.kind!r} (only training on precomputed latents, data.latents=True, runs without it)")
     if ae.get("frames_per_batch", 1) <= 0:
       fail("autoencoder.frames_per_batch", "must be > 0")
+  if is_causal(config):
+    stored = latent_frames_of(config, config.data.num_frames)
+    if stored != int(stored) or stored < 1:
+      fail("data.num_frames", f"must be 1 + {ae.temporal_factor:g} k pixel frames for the causal "
+           f"autoencoder.kind={ae.kind!r}, got {config.data.num_frames}")
+    if purpose == "train" and not config.data.get("latents", False):
+      fail("data.latents", f"must be True to train with the causal autoencoder.kind={ae.kind!r}: run `precompute` "
+           "first (each clip is encoded once from its first frame; training crops latent frames)")
   t = config.text
   if t.encoder in ("t5", "precomputed") and not t.precomputed_dim > 0:
     fail("text.precomputed_dim", f"must be > 0 (the T5 width) for text.encoder={t.encoder!r}")
@@ -241,9 +271,10 @@ def validate(config, num_devices: int | None = None, *, purpose: str = "train") 
     fail("data.bucket_weights", f"must have one weight per bucket ({len(buckets)})")
   if any(w < 0 for w in weights) or sum(weights) <= 0:
     fail("data.bucket_weights", "must be non-negative and not all zero")
-  longest = max(buckets) * pixel_frames_per_chunk(config)
-  if config.data.num_frames < longest:
-    fail("data.num_frames", f"must hold the longest bucket: {max(buckets)} chunks = {longest} pixel frames")
+  longest = max(buckets) * config.chunking.chunk_frames
+  if latent_frames_of(config, config.data.num_frames) < longest:
+    fail("data.num_frames", f"must hold the longest bucket: {max(buckets)} chunks = {longest} latent frames = "
+         f"{pixel_frames_of(config, longest)} pixel frames")
   if config.data.sprite_size > min(config.data.height, config.data.width):
     fail("data.sprite_size", "must fit in the frame")
 
@@ -252,6 +283,16 @@ def validate(config, num_devices: int | None = None, *, purpose: str = "train") 
   if config.data.name == "video_folder" and config.data.validation_clips < 1:
     fail("data.validation_clips", "must be >= 1: sample (without --prompt), evaluate and ablate read the "
          "validation split")
+  if config.data.name == "video_folder":  # the data engine's (a config saved before these fields means defaults)
+    from vin_jax.data import engine
+    if not isinstance(config.data.get("split_scenes", True), bool):
+      fail("data.split_scenes", "must be True or False")
+    try:
+      engine.check_settings(scene_threshold=config.data.get("scene_threshold", engine.DEFAULT_SCENE_THRESHOLD),
+                            min_motion=config.data.get("min_motion", 0.0),
+                            captions_file=config.data.get("captions_file", ""))
+    except (ValueError, TypeError, OSError) as e:  # its messages name the field
+      raise ConfigError(str(e)) from e
 
   # Sampling.
   s = config.sampling
