@@ -13,6 +13,9 @@ paper's 3D VAE is not available yet.)
     precompute:  --config=configs/paper.py --config.autoencoder.weights=SD_VAE --config.text.t5_dir=T5 \
                  --config.data.video_dir=VIDEOS      (then train with --config.data.latents=True)
 
+`configs/paper.py:wan` swaps in the Wan 2.1 causal 3D VAE at 20 fps (same latent timeline; see `_wan`), and
+`configs/paper.py:smoke,wan` is its CPU-size smoke run.
+
 `configs/paper.py:smoke` keeps this structure (VIN with keyframes, chunk contexts, eps objective, linear
 schedule, early fusion, per-frame SD VAE, precomputed T5) at a size a CPU trains in seconds: sprites of 32x32,
 4-frame chunks, a 2-block DiT. Its autoencoder.weights and text.t5_dir are the user's (the tests convert random
@@ -85,9 +88,30 @@ def get_config(arg=None):
   c.mesh.chunk = 1
   if variants.pop("smoke", False):
     _smoke(c)
+  if variants.pop("wan", False):
+    _wan(c)
   if variants:
-    raise config_lib.ConfigError(f"configs/paper.py: unknown variant(s) {sorted(variants)}; the variant is 'smoke'")
+    raise config_lib.ConfigError(f"configs/paper.py: unknown variant(s) {sorted(variants)}; the variants are "
+                                 "'smoke' and 'wan' (they combine: 'smoke,wan')")
   return c
+
+
+def _wan(c):
+  """The 3D-VAE choice: the Wan 2.1 VAE (`convert --kind=wan_vae`; x8 spatially, causal x4 in time, 16 channels).
+
+  At data.fps = 20 it gives the paper's latent timeline, 5 latent frames a second, so chunks, contexts and
+  keyframe strides keep their values in latent frames. Stored clips are 1 + 4 (t - 1) pixel frames for t latent
+  frames (the first latent frame holds one pixel frame); training needs precomputed latents (data.latents=True).
+  A choice of ours: the paper's own 3D VAE (16 frames at 16 fps -> 5 latent frames) is not public.
+  """
+  latent_frames = int(c.data.num_frames / c.autoencoder.temporal_factor)   # the per-frame setting's
+  c.autoencoder.kind = "wan_vae"
+  c.autoencoder.spatial_factor = 8
+  c.autoencoder.temporal_factor = 4.0
+  c.autoencoder.latent_channels = 16
+  c.autoencoder.scale = 1.0                 # the VAE applies Wan's per-channel latents_mean/std itself
+  c.data.fps = c.data.fps * 4.0             # 20 fps: 5 latent frames a second, as at 5 fps per frame
+  c.data.num_frames = 1 + 4 * (latent_frames - 1)
 
 
 def _smoke(c):

@@ -34,6 +34,28 @@ def test_paper_config_validates_once_it_names_its_vae_and_a_video_folder():
   config_lib.validate(config, num_devices=config.mesh.data * config.mesh.chunk * config.mesh.fsdp)
 
 
+def test_paper_wan_variant_keeps_the_latent_timeline_and_counts_frames_causally():
+  per_frame, wan = load("paper"), load("paper", "wan")
+  assert config_lib.keyframe_stride(wan) == config_lib.keyframe_stride(per_frame) == 5
+  assert config_lib.latent_frames_of(wan, wan.data.num_frames) == per_frame.data.num_frames == 80
+  assert [config_lib.pixel_frames_of(wan, t) for t in (1, 2, 20, 80)] == [1, 5, 77, 317]
+  assert [config_lib.latent_frames_of(wan, t) for t in (1, 5, 317)] == [1, 2, 80]
+  assert config_lib.pixel_frames_of(per_frame, 20) == 20
+  wan.autoencoder.weights, wan.data.video_dir = "/converted/wan_vae", "/videos"
+  with pytest.raises(config_lib.ConfigError, match="data.latents=False: must be True to train with the causal"):
+    config_lib.validate(wan)
+  wan.data.latents = True
+  config_lib.validate(wan)
+  wan.data.num_frames = 316
+  with pytest.raises(config_lib.ConfigError, match="data.num_frames=316: must be 1 \\+ 4 k pixel frames"):
+    config_lib.validate(wan)
+  wan.data.num_frames = 1 + 4 * 78           # 79 latent frames < the 80 of the longest bucket
+  with pytest.raises(config_lib.ConfigError, match="80 latent frames = 317 pixel frames"):
+    config_lib.validate(wan)
+  with pytest.raises(config_lib.ConfigError, match="unknown variant"):
+    load("paper", "wan3d")
+
+
 @pytest.mark.parametrize("seconds,stride", [(1.0, 5), (0.5, 2), (0.2, 1)])
 def test_paper_keyframe_stride(seconds, stride):
   # T_s * fps / temporal_factor = seconds * 5 / 1 (the 3D VAE's 16 / 3.2): 5, 2.5 -> 2 (round half to even), 1.

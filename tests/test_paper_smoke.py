@@ -13,6 +13,8 @@ from vin_jax.text import conditioning
 
 # Four blocks: SD's x8 spatial factor, at a few thousand parameters.
 TINY_VAE = dict(block_out_channels=(8, 8, 8, 8), layers_per_block=1, norm_num_groups=4, latent_channels=4)
+# Wan 2.1's structure (x8 spatially, causal x4 in time, 16 channels), narrow.
+TINY_WAN = dict(base_dim=8, z_dim=16, dim_mult=[1, 2, 2, 2], num_res_blocks=1, temperal_downsample=[False, True, True])
 
 
 def ok(result):
@@ -61,6 +63,23 @@ def test_paper_smoke_converts_precomputes_trains_and_samples(converted, tmp_path
     assert samples["latents"].shape == (2, 4, 4, 4, 4, 4)
   info = json.loads((tmp_path / "samples" / "sample_info.json").read_text())
   assert len(info["prompts"]) == 2
+
+
+def test_paper_wan_smoke_precomputes_trains_and_samples_with_the_causal_vae(converted, tmp_path):
+  """`configs/paper.py:smoke,wan`: clips of 1 + 4 (16 - 1) = 61 pixel frames precompute to 16 latent frames;
+  the sampler's 4 chunks of 4 latent frames decode through the causal cache to 61 frames."""
+  root, _, t5 = converted
+  hf_models.wan_vae(TINY_WAN).save_pretrained(root / "hf_wan", safe_serialization=True)
+  ok(run_cli("convert", "--kind=wan_vae", f"--src={root / 'hf_wan'}", f"--out={tmp_path / 'wan'}"))
+  flags = smoke_flags(tmp_path / "run", tmp_path / "wan", t5)
+  flags[0] = "--config=configs/paper.py:smoke,wan"
+  assert_clean_failure(run_cli("train", *flags), "data.latents", "causal")
+  ok(run_cli("precompute", *flags))
+  ok(run_cli("train", *flags, "--config.data.latents=True"))
+  ok(run_cli("sample", *flags, "--config.data.latents=True", "--first_frame", f"--out={tmp_path / 'samples'}"))
+  with np.load(tmp_path / "samples" / "samples.npz") as samples:
+    assert samples["frames"].shape == (2, 61, 32, 32, 3)
+    assert samples["latents"].shape == (2, 4, 4, 4, 4, 16)
 
 
 def test_training_on_frames_without_precompute_needs_data_latents_for_precomputed_text(converted, tmp_path):

@@ -175,7 +175,7 @@ def validation_inputs(config, data_dir, num: int, *, first_frame: bool = False):
     first = np.stack([(np.asarray(e["latents"][0]) - ae.shift) * ae.scale for e in examples]).astype(np.float32)
   elif first_frame:
     ae = autoencoder_lib.make_autoencoder(config)
-    t = int(round(config.autoencoder.temporal_factor))
+    t = config_lib.pixel_frames_of(config, 1)   # tf frames, or the one frame of a causal VAE's first latent
     pixels = np.stack([np.asarray(e["frames"][:t]) for e in examples]).astype(np.float32) / 127.5 - 1.0
     first = np.asarray(ae.encode(pixels))[:, 0]
   return captions, first, true_colors

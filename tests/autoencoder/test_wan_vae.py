@@ -158,3 +158,30 @@ def test_bad_source_raises_and_writes_nothing(small, tmp_path, edit, tensor):
   with pytest.raises(convert.ConversionError, match=re.escape(f"tensor {tensor!r}")):
     convert.convert("wan_vae", src, tmp_path / "out")
   assert sorted(p.name for p in tmp_path.iterdir()) == ["edited"]   # neither out nor a temporary directory
+
+
+def test_make_autoencoder_wan_vae_gives_diffusers_latents_in_wans_normalised_space(small):
+  """autoencoder.kind='wan_vae': encode = (diffusers' posterior mean - latents_mean) / latents_std, then the
+  config's shift/scale; decode inverts both normalisations before diffusers' decoder; frame counts are causal."""
+  from vin_jax import config as config_lib
+  from vin_jax.autoencoder import make_autoencoder
+  from vin_jax.config import ConfigError
+  _, out, (x, _), (mean, _, _) = small
+  config = config_lib.load_config_file("configs/paper.py", "smoke,wan")
+  config.autoencoder.weights, config.autoencoder.latent_channels = str(out), 4
+  config.autoencoder.shift, config.autoencoder.scale = 0.25, 0.5
+  ae = make_autoencoder(config)
+  assert (ae.causal, ae.temporal_factor, ae.spatial_factor) == (True, 4, 8)
+  stats_mean, stats_std = np.arange(4) * 0.1, 1.0 + np.arange(4) * 0.1      # hf_models.wan_vae's statistics
+  want = ((mean - stats_mean) / stats_std - 0.25) * 0.5
+  z = np.asarray(ae.encode(x))
+  assert z.shape == (1, config_lib.latent_frames_of(config, 13), 2, 2, 4) == (1, 4, 2, 2, 4)
+  np.testing.assert_allclose(z, want, atol=1e-4)
+  module = convert.load_module(out, "wan_vae")
+  decoded = np.asarray(ae.decode(z))
+  assert decoded.shape[1] == config_lib.pixel_frames_of(config, 4) == 13
+  np.testing.assert_allclose(decoded, np.asarray(module.decode(jnp.asarray(mean))), atol=1e-4)
+
+  config.autoencoder.temporal_factor = 2.0
+  with pytest.raises(ConfigError, match="autoencoder.temporal_factor=2.0, but the converted wan_vae"):
+    make_autoencoder(config)

@@ -8,6 +8,8 @@ Each exposes `spatial_factor` (s), `temporal_factor` (tf), `latent_channels` (c)
 (latents = (raw - shift) * scale). Kinds:
   patch    weight-free space-to-depth (vin_jax/autoencoder/patch.py)
   sd_vae   the Stable Diffusion VAE frame by frame (sd_vae.py, per_frame.py), weights from `convert --kind=sd_vae`
+  wan_vae  the Wan 2.1 causal 3D VAE (wan_vae.py, causal_video.py), weights from `convert --kind=wan_vae`:
+           1 + tf k pixel frames <-> 1 + k latent frames (`causal` is True; see vin_jax.config.latent_frames_of)
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from vin_jax.autoencoder.patch import PatchAutoencoder, to_uint8
 
 __all__ = ["PatchAutoencoder", "make_autoencoder", "to_uint8"]
 
-KINDS = ("patch", "sd_vae")
+KINDS = ("patch", "sd_vae", "wan_vae")
 
 
 def make_autoencoder(config, *, normalized: bool = True):
@@ -27,28 +29,32 @@ def make_autoencoder(config, *, normalized: bool = True):
   scale, shift = (float(ae.scale), float(ae.shift)) if normalized else (1.0, 0.0)
   if ae.kind == "patch":
     return PatchAutoencoder(ae.spatial_factor, int(round(ae.temporal_factor)), scale, shift)
-  if ae.kind == "sd_vae":
-    from vin_jax.autoencoder.per_frame import PerFrameAutoencoder
-    module = _load_sd_vae(str(ae.weights), ae.get("dtype", "float32"))
-    checks = {"autoencoder.spatial_factor": module.spatial_factor, "autoencoder.latent_channels": module.latent_channels}
+  if ae.kind in ("sd_vae", "wan_vae"):
+    module = _load_module(str(ae.weights), ae.kind, ae.get("dtype", "float32"))
+    checks = {"spatial_factor": module.spatial_factor, "latent_channels": module.latent_channels,
+              "temporal_factor": getattr(module, "temporal_factor", 1)}
     for field, actual in checks.items():
-      if int(ae[field.split(".")[1]]) != actual:
+      if float(ae[field]) != actual:
         from vin_jax.config import ConfigError
-        raise ConfigError(f"{field}={ae[field.split('.')[1]]!r}, but the converted VAE at autoencoder.weights="
+        raise ConfigError(f"autoencoder.{field}={ae[field]!r}, but the converted {ae.kind} at autoencoder.weights="
                           f"{ae.weights!r} has {actual}")
+    if ae.kind == "wan_vae":
+      from vin_jax.autoencoder.causal_video import CausalVideoAutoencoder
+      return CausalVideoAutoencoder(module, scale=scale, shift=shift)
+    from vin_jax.autoencoder.per_frame import PerFrameAutoencoder
     return PerFrameAutoencoder(module, scale=scale, shift=shift, frames_per_batch=int(ae.frames_per_batch))
   raise ValueError(f"autoencoder.kind={ae.kind!r} must be one of {KINDS}")
 
 
 @functools.lru_cache(maxsize=2)
-def _load_sd_vae(weights_dir: str, dtype: str):
+def _load_module(weights_dir: str, kind: str, dtype: str):
   import jax.numpy as jnp
   from vin_jax import convert
   from vin_jax.config import ConfigError
   if not weights_dir:
-    raise ConfigError("autoencoder.weights='': autoencoder.kind='sd_vae' needs the directory written by "
-                      "`python -m vin_jax.main convert --kind=sd_vae`")
+    raise ConfigError(f"autoencoder.weights='': autoencoder.kind={kind!r} needs the directory written by "
+                      f"`python -m vin_jax.main convert --kind={kind}`")
   try:
-    return convert.load_module(weights_dir, "sd_vae", dtype=jnp.dtype(dtype))
+    return convert.load_module(weights_dir, kind, dtype=jnp.dtype(dtype))
   except convert.ConversionError as e:
     raise ConfigError(f"autoencoder.weights={weights_dir!r}: {e}") from None

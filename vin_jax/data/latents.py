@@ -50,9 +50,10 @@ def latents_config_from(config, data_dir: str | pathlib.Path) -> LatentsConfig:
   """The builder config of a run config's precomputed latents under `data_dir`."""
   source = frames_builder.make_builder(_frames_view(config), data_dir)
   ae, t = config.autoencoder, config.text
-  latent_frames = config.data.num_frames / ae.temporal_factor
+  latent_frames = config_lib.latent_frames_of(config, config.data.num_frames)
   if abs(latent_frames - round(latent_frames)) > 1e-6:
-    raise config_lib.ConfigError(f"data.num_frames={config.data.num_frames} must be a multiple of "
+    whole = "1 + k times" if config_lib.is_causal(config) else "a multiple of"
+    raise config_lib.ConfigError(f"data.num_frames={config.data.num_frames} must be {whole} "
                                  f"autoencoder.temporal_factor={ae.temporal_factor} for precomputed latents")
   latent_shape = (int(round(latent_frames)), *config_lib.latent_shape(config))
   text_shape = (int(t.max_length), int(t.precomputed_dim)) if stores_text_embeddings(config) else ()
