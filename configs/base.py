@@ -27,6 +27,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.attention = "auto"
   c.model.remat = "none"          # per block in the backward pass: "none" | "full" | "dots" (keep matmul outputs)
   c.model.scan_layers = False     # DiT blocks and VIN processor as one stacked module scanned over (one layer compiled)
+  # STIV's micro-conditions: fps and resolution embeddings added to the timestep conditioning (beyond the VIN
+  # paper; layers.MicroConditionEmbedder). The denoiser's `micro_BxK` [B, 3] (fps, height, width in pixels)
+  # gives them per row; without it every row takes data.fps, data.height, data.width.
+  c.model.micro_conditions = False
 
   # The Video Interface Network: global tokens from keyframes of the noisy video.
   c.vin = ml_collections.ConfigDict()
@@ -91,12 +95,19 @@ def base_config() -> ml_collections.ConfigDict:
   c.diffusion.first_frame_cond_prob = 0.0   # STIV image conditioning: first latent frame given clean
   c.diffusion.first_frame_drop_prob = 0.08  # ... and that condition dropped with this probability
   c.diffusion.clean_context_prob = 0.0      # windows whose context is given clean (autoregressive training)
+  # STIV's temporal upsampler (beyond the VIN paper): every clean_every-th latent frame given clean in training
+  # (2: frame interpolation, `sample --interpolate`), dropped with first_frame_drop_prob; 0: off.
+  c.diffusion.clean_every = 0
 
   c.sampling = ml_collections.ConfigDict()
   c.sampling.num_steps = 50
   c.sampling.fusion = "early"       # "early" | "mid" | "late" | "none"
   c.sampling.t_alpha = 20           # steps s > t_alpha fuse under "early"; all presets fuse num_steps - t_alpha steps
   c.sampling.guidance_scale = 1.0
+  # STIV's joint image-text guidance when frames are given (--image, --first_frame, --condition_video,
+  # --interpolate): eps(-,-) + s_image (eps(I,-) - eps(-,-)) + guidance_scale (eps(I,T) - eps(I,-)). 1: the
+  # image is always given and only the text is guided (two branches, as without given frames).
+  c.sampling.image_guidance_scale = 1.0
   c.sampling.cfg_renorm = False
   c.sampling.num_chunks = 8
   c.sampling.num_samples = 2

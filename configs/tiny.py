@@ -58,6 +58,11 @@ def get_config(arg=None):
   c.sampling.num_chunks = 8
   c.sampling.num_samples = 2
 
+  if variants.get("interpolate"):
+    # STIV's temporal upsampler (beyond the VIN paper): every other latent frame given clean in training, so
+    # `sample --interpolate=VIDEO` doubles a video's frame rate. One latent frame per token, so that t is per frame.
+    c.diffusion.clean_every = 2
+    c.model.temporal_patch = 1
   if variants.get("test"):
     # Unit tests: the same shapes' code paths at the smallest sizes.
     c.model.width = 32

@@ -204,3 +204,75 @@ def test_sample_cli_gives_the_validation_first_frame(finished_run, tmp_path):
   latents = np.load(out / "samples.npz")["latents"]
   np.testing.assert_allclose(latents[:, 0, 0], first, atol=1e-6)
   assert (out / "sample_00.mp4").stat().st_size > 0 and (out / "contact_sheet.png").exists()
+
+
+def _sample_cli(workdir, out, *flags):
+  return subprocess.run([sys.executable, "-m", "vin_jax.main", "sample", "--config=configs/micro.py:test",
+                         f"--workdir={workdir / 'models' / 'vin'}", f"--config.data.data_dir={workdir / 'data'}",
+                         f"--out={out}", *flags], cwd=REPO, env=one_device_env(), capture_output=True, text=True,
+                        timeout=SUBPROCESS_TIMEOUT_SECONDS)
+
+
+def test_sample_cli_image_to_video_from_a_file_with_joint_guidance(finished_run, tmp_path):
+  """`sample --image` with a picture that is not a validation video (a train video's frame, mirrored and
+  enlarged to another aspect), and STIV's joint guidance: frame 0 is that image's latent."""
+  from PIL import Image
+  from tests.test_main import assert_clean_failure
+  from vin_jax import sampling, video_io
+  from vin_jax.data import builder
+  config, workdir, _, _ = finished_run
+  frame = builder.data_source(config, workdir / "data", "train")[3]["frames"][5][:, ::-1]
+  Image.fromarray(np.repeat(np.repeat(frame, 6, axis=0), 9, axis=1)).save(tmp_path / "picture.png")
+  out = tmp_path / "samples"
+  result = _sample_cli(workdir, out, f"--image={tmp_path / 'picture.png'}", "--prompt=one red square",
+                       "--config.sampling.guidance_scale=2.0", "--config.sampling.image_guidance_scale=1.5")
+  assert result.returncode == 0, result.stderr[-3000:]
+  info = json.loads((out / "sample_info.json").read_text())
+  assert info["first_frame_given"] and info["given"]["image"].endswith("picture.png")
+  assert info["given"]["latent_frames"] == 1
+  latent = sampling.image_latent(config, video_io.read_image(tmp_path / "picture.png", config.data.height,
+                                                             config.data.width))
+  latents = np.load(out / "samples.npz")["latents"]
+  np.testing.assert_allclose(latents[:, 0, 0], np.broadcast_to(latent, latents[:, 0, 0].shape), atol=1e-6)
+  assert (out / "contact_sheet.png").exists()
+  assert_clean_failure(_sample_cli(workdir, out, f"--image={tmp_path / 'missing.png'}", "--prompt=x"),
+                       "error:", "missing.png")
+  assert_clean_failure(_sample_cli(workdir, out, f"--image={tmp_path / 'picture.png'}", "--first_frame"),
+                       "--first_frame and --image")
+
+
+def test_sample_cli_video_prediction_and_interpolation(finished_run, tmp_path):
+  """`sample --condition_video --condition_frames=k` keeps the video's first k latent frames (across a chunk
+  boundary); `sample --interpolate` keeps the video (read at half the rate) in the even latent frames."""
+  from vin_jax import sampling, video_io
+  from vin_jax.data import builder
+  config, workdir, _, _ = finished_run
+  source = builder.data_source(config, workdir / "data", "train")
+  video = np.concatenate([source[1]["frames"], source[2]["frames"]])    # 24 frames: 12 at half the rate
+  video_io.write_mp4(tmp_path / "clip.mp4", video, config.data.fps)
+  f, n = config.chunking.chunk_frames, config.sampling.num_chunks
+  k = f + 1
+  out = tmp_path / "prediction"
+  result = _sample_cli(workdir, out, f"--condition_video={tmp_path / 'clip.mp4'}", f"--condition_frames={k}",
+                       "--prompt=one sprite")
+  assert result.returncode == 0, result.stderr[-3000:]
+  frames = video_io.read_video_resized(tmp_path / "clip.mp4", config.data.height, config.data.width,
+                                       config.data.fps)
+  latents = np.load(out / "samples.npz")["latents"]
+  flat = latents.reshape(latents.shape[0], n * f, *latents.shape[3:])
+  np.testing.assert_allclose(flat[:, :k], np.broadcast_to(sampling.encode_frames(config, frames[:k]),
+                                                          flat[:, :k].shape), atol=1e-5)
+
+  out = tmp_path / "interpolation"
+  result = _sample_cli(workdir, out, f"--interpolate={tmp_path / 'clip.mp4'}", "--prompt=one sprite")
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "note: --interpolate on a model trained with diffusion.clean_every=0" in result.stdout
+  half = video_io.read_video_resized(tmp_path / "clip.mp4", config.data.height, config.data.width,
+                                     config.data.fps / 2)
+  latents = np.load(out / "samples.npz")["latents"]
+  flat = latents.reshape(latents.shape[0], n * f, *latents.shape[3:])
+  given = n * f // 2
+  np.testing.assert_allclose(flat[:, ::2], np.broadcast_to(sampling.encode_frames(config, half[:given]),
+                                                           flat[:, ::2].shape), atol=1e-5)
+  info = json.loads((out / "sample_info.json").read_text())
+  assert info["given"]["latent_frames"] == given and info["frames_shape"][1] == 2 * given

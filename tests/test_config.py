@@ -117,6 +117,8 @@ INVALID = [
     ("sd_vae_over_two_frames", _set(**{"autoencoder.kind": "sd_vae", "autoencoder.latent_channels": 4,
                                        "autoencoder.weights": "/vae", "autoencoder.temporal_factor": 2.0}),
      "autoencoder.temporal_factor"),
+    ("interpolation_every_frame", _set(**{"diffusion.clean_every": 1}), "diffusion.clean_every"),
+    ("negative_image_guidance", _set(**{"sampling.image_guidance_scale": -1.0}), "sampling.image_guidance_scale"),
     ("model_width_not_divisible_by_heads", _set(**{"model.width": 66}), "model.width"),
     ("vin_width_not_divisible_by_heads", _set(**{"vin.width": 30}), "vin.width"),
     ("text_width_not_divisible_by_heads", _set(**{"text.width": 33}), "text.width"),

@@ -20,18 +20,33 @@ from vin_jax.text import conditioning
 SCALE = 8  # nearest-neighbour upscaling of the tiny videos for viewing
 
 
+class InputError(ValueError):
+  """A sampling input (--image, --condition_video, --interpolate and their frame counts) that cannot be used."""
+
+
 def sample_command(config, workdir: str, *, out: str | None, num_chunks: int | None, method: str | None,
-                   seed: int, prompt: str | None, first_frame: bool = False, params_dir: str | None = None) -> dict:
+                   seed: int, prompt: str | None, first_frame: bool = False, params_dir: str | None = None,
+                   image: str | None = None, condition_video: str | None = None, condition_frames: int | None = None,
+                   interpolate: str | None = None) -> dict:
   """Samples `sampling.num_samples` videos and writes mp4/gif per sample, a contact sheet, samples.npz and
   sample_info.json into `out`. Returns the info dict. The weights are WORKDIR's latest checkpoint, or the
   export at `params_dir` (`--params`; then `workdir` only locates the data set, and may be None).
 
-  Without `prompt` the prompts are the validation split's first captions; with `first_frame` each video
-  also gets that validation video's first frame, given clean (image-to-video).
+  Without `prompt` the prompts are the validation split's first captions. At most one of these gives frames,
+  held clean (and guided with sampling.image_guidance_scale): `first_frame`, each video the first frame of its
+  validation video; `image`, an image file as every video's first frame (image-to-video); `condition_video`
+  with `condition_frames`, that video's first latent frames (video prediction); `interpolate`, a video read at
+  data.fps / 2 in the even latent frames (frame interpolation; written at data.fps, twice its rate).
   """
   if not out:
     print("error: sample needs --out=OUTDIR", file=sys.stderr)
     sys.exit(2)
+  given = [name for name, value in (("--first_frame", first_frame), ("--image", image),
+                                    ("--condition_video", condition_video), ("--interpolate", interpolate)) if value]
+  if len(given) > 1:
+    raise InputError(f"{' and '.join(given)}: give frames one way at a time")
+  if (condition_video is None) != (condition_frames is None):
+    raise InputError("--condition_video and --condition_frames go together (video prediction)")
   if method is None:
     method = sampler.default_method(config)
     if method != config.sampling.method:
@@ -57,6 +72,9 @@ def sample_command(config, workdir: str, *, out: str | None, num_chunks: int | N
   clean_x0 = clean_mask = None
   if first is not None:
     clean_x0, clean_mask = sampling.first_frame_condition(config, first, num_chunks)
+  elif given:
+    clean_x0, clean_mask = _given_frames(config, num_chunks, num, image=image, condition_video=condition_video,
+                                         condition_frames=condition_frames, interpolate=interpolate)
 
   if params_dir:
     model_def, params, step = sampling.load_exported(config, params_dir, mesh=mesh if sharded else None)
@@ -87,17 +105,40 @@ def sample_command(config, workdir: str, *, out: str | None, num_chunks: int | N
   info = {
       "method": method, "num_chunks": num_chunks, "num_samples": num, "seed": seed, "prompts": prompts,
       "checkpoint_step": step, "workdir": str(workdir), "wall_time_sec": wall, "devices": jax.device_count(),
-      "mesh": dict(mesh.shape), "first_frame_given": first is not None,
+      "mesh": dict(mesh.shape), "first_frame_given": first is not None or image is not None,
+      "given": {"image": image, "condition_video": condition_video, "condition_frames": condition_frames,
+                "interpolate": interpolate, "latent_frames": int(clean_mask[0].sum()) if clean_mask is not None else 0},
   }
   if params_dir:
     info.update(params=str(params_dir), workdir=str(workdir) if workdir else None)
   if true_colors is not None and prompt is None and (first is not None or config.data.caption_detail == 2):
     # the videos' true colours are known to the sampler: given in the first frame or named in the caption
     info["true_colors"] = true_colors
-  out_dir = write_sample_dir(config, out, latents, info)
+  out_dir = write_sample_dir(config, out, latents, info)   # --interpolate: data.fps is twice the input's rate
   print(f"wrote {num} videos of {info['frames_shape'][1]} frames ({num_chunks} chunks, {method}) to {out_dir} "
         f"in {wall:.1f}s; contact sheet: {out_dir / 'contact_sheet.png'}")
   return info
+
+
+def _given_frames(config, num_chunks: int, num: int, *, image, condition_video, condition_frames, interpolate):
+  """(clean_x0, clean_mask) for --image, --condition_video or --interpolate; InputError for what cannot be used."""
+  h, w, fps = config.data.height, config.data.width, config.data.fps
+  try:
+    if image:
+      latent = sampling.image_latent(config, video_io.read_image(image, h, w))
+      return sampling.first_frame_condition(config, np.repeat(latent[None], num, axis=0), num_chunks)
+    if condition_video:
+      frames = video_io.read_video_resized(condition_video, h, w, fps)
+      return sampling.prediction_condition(config, frames, condition_frames, num, num_chunks)
+    if not config.diffusion.get("clean_every", 0) == 2:
+      print(f"note: --interpolate on a model trained with diffusion.clean_every="
+            f"{config.diffusion.get('clean_every', 0)} (interpolation models have 2)", flush=True)
+    frames = video_io.read_video_resized(interpolate, h, w, fps / 2)
+    return sampling.interpolation_condition(config, frames, num, num_chunks)
+  except (FileNotFoundError, ValueError) as error:
+    if isinstance(error, config_lib.ConfigError):
+      raise
+    raise InputError(str(error)) from error
 
 
 def write_sample_dir(config, out, latents_BxNxFxhxwxc, info: dict) -> pathlib.Path:

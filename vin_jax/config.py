@@ -194,6 +194,15 @@ def validate(config, num_devices: int | None = None, *, purpose: str = "train") 
     fail("train.grad_clip", "must be >= 0 (0 turns clipping off)")
   if config.sampling.guidance_scale < 0:
     fail("sampling.guidance_scale", "must be >= 0")
+  if config.sampling.get("image_guidance_scale", 1.0) < 0:
+    fail("sampling.image_guidance_scale", "must be >= 0 (1: the given frames are not guided)")
+  clean_every = config.diffusion.get("clean_every", 0)
+  if clean_every != int(clean_every) or clean_every < 0 or clean_every == 1:
+    fail("diffusion.clean_every", "must be 0 (off) or a whole number >= 2 (2: interpolation training; 1 would "
+         "give every frame clean and leave nothing to learn)")
+  if clean_every and config.model.temporal_patch != 1:
+    fail("diffusion.clean_every", f"needs model.temporal_patch=1: with {config.model.temporal_patch} latent frames "
+         "per token, every token would mix a clean frame with noisy ones (configs/tiny.py:interpolate sets both)")
 
   for field in ("model.width", "vin.width", "text.width"):
     heads = {"model.width": "model.num_heads", "vin.width": "vin.num_heads", "text.width": "text.num_heads"}[field]

@@ -39,6 +39,14 @@ _SEED = flags.DEFINE_integer("seed", 0, "sample: seed of the initial noise.")
 _PROMPT = flags.DEFINE_string("prompt", None, "sample: caption (default: the data set's first captions).")
 _FIRST_FRAME = flags.DEFINE_boolean("first_frame", False, "sample: give each video the first frame of the "
                                     "validation video whose caption it uses (image-to-video).")
+_IMAGE = flags.DEFINE_string("image", None, "sample: image-to-video from this image file (PNG, JPEG; resized and "
+                             "centre-cropped to data.height x data.width), given as every video's first frame.")
+_CONDITION_VIDEO = flags.DEFINE_string("condition_video", None, "sample: video prediction: the first "
+                                       "--condition_frames latent frames of this video (at data.fps) are given.")
+_CONDITION_FRAMES = flags.DEFINE_integer("condition_frames", None, "sample: latent frames of --condition_video given.")
+_INTERPOLATE = flags.DEFINE_string("interpolate", None, "sample: frame interpolation: this video, read at "
+                                   "data.fps / 2, fills the even latent frames and the model the odd ones (a model "
+                                   "trained with diffusion.clean_every=2, e.g. configs/tiny.py:interpolate).")
 _VIDEOS = flags.DEFINE_string("videos", None, "evaluate: a glob of mp4 files.")
 _SAMPLES = flags.DEFINE_string("samples", None, "evaluate: a sample output directory (samples.npz).")
 _PARAMS = flags.DEFINE_string("params", None, "sample: an export directory to sample from instead of WORKDIR's "
@@ -118,14 +126,18 @@ def main(argv):
       sys.exit(2)
     print(f"trained to step {metrics.get('step')} in {_WORKDIR.value}: loss {metrics.get('loss')}")
   elif command == "sample":
-    from vin_jax.cli import sample_command
+    from vin_jax.cli import InputError, sample_command
     from vin_jax.export import ExportError
     try:
       sample_command(config, _WORKDIR.value, out=_OUT.value, num_chunks=_NUM_CHUNKS.value, method=_METHOD.value,
                      seed=_SEED.value, prompt=_PROMPT.value, first_frame=_FIRST_FRAME.value,
-                     params_dir=_PARAMS.value)
+                     params_dir=_PARAMS.value, image=_IMAGE.value, condition_video=_CONDITION_VIDEO.value,
+                     condition_frames=_CONDITION_FRAMES.value, interpolate=_INTERPOLATE.value)
     except config_lib.ConfigError as e:
       print(f"invalid config: {e}", file=sys.stderr)
+      sys.exit(2)
+    except InputError as e:   # an unreadable --image / --condition_video, a bad frame count
+      print(f"error: {e}", file=sys.stderr)
       sys.exit(2)
     except ExportError as e:
       print(f"error: {e}", file=sys.stderr)

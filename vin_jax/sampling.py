@@ -4,6 +4,7 @@ Used by the CLI, the ablation runner and the notebooks.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import pathlib
 from typing import Callable
@@ -80,6 +81,7 @@ def generate(config, model_def: ModelDef, params, text, rng, *, method: str = "v
     raise ValueError("give both clean_x0 and clean_mask, or neither")
   if clean_mask is None:
     clean_x0, clean_mask = jnp.zeros(shape, jnp.float32), jnp.zeros(shape[:3], bool)
+    settings = dataclasses.replace(settings, image_guidance_scale=1.0)   # nothing given: no image branch
   elif tuple(clean_mask.shape) != shape[:3] or tuple(clean_x0.shape) != shape:
     raise ValueError(f"clean_x0 {tuple(clean_x0.shape)} / clean_mask {tuple(clean_mask.shape)} must be "
                      f"{shape} / {shape[:3]}")
@@ -181,12 +183,73 @@ def validation_inputs(config, data_dir, num: int, *, first_frame: bool = False):
   return captions, first, true_colors
 
 
+def frames_condition(config, latents_BxKxhxwxc, positions, num_chunks: int):
+  """(clean_x0 [B, N, F, h, w, c], clean_mask [B, N, F]) that give `generate` latent frame k of the input at
+  video frame positions[k] (an index into the N * F latent frames, chunk-major); the rest is generated."""
+  latents = jnp.asarray(latents_BxKxhxwxc, jnp.float32)
+  b, f = latents.shape[0], config.chunking.chunk_frames
+  positions = np.asarray(positions, np.int64)
+  total = num_chunks * f
+  if positions.shape != latents.shape[1:2] or positions.min(initial=0) < 0 or positions.max(initial=0) >= total:
+    raise ValueError(f"{latents.shape[1]} given latent frames at positions {positions.tolist()}: a video of "
+                     f"{num_chunks} chunks has latent frames 0..{total - 1}")
+  frame_shape = tuple(config_lib.latent_shape(config))
+  clean_x0 = jnp.zeros((b, total) + frame_shape, jnp.float32).at[:, positions].set(latents)
+  clean_mask = jnp.zeros((b, total), bool).at[:, positions].set(True)
+  return clean_x0.reshape(b, num_chunks, f, *frame_shape), clean_mask.reshape(b, num_chunks, f)
+
+
 def first_frame_condition(config, first_BxHxWxC, num_chunks: int):
   """(clean_x0 [B, N, F, h, w, c], clean_mask [B, N, F]) that give `generate` the first latent frame."""
-  b = first_BxHxWxC.shape[0]
-  shape = (b, num_chunks, config.chunking.chunk_frames) + tuple(config_lib.latent_shape(config))
-  clean_x0 = jnp.zeros(shape, jnp.float32).at[:, 0, 0].set(jnp.asarray(first_BxHxWxC, jnp.float32))
-  return clean_x0, jnp.zeros(shape[:3], bool).at[:, 0, 0].set(True)
+  return frames_condition(config, jnp.asarray(first_BxHxWxC)[:, None], [0], num_chunks)
+
+
+def encode_frames(config, frames_TxHxWx3):
+  """uint8 pixel frames [T, H, W, 3] -> latents [t, h, w, c] (t = config.latent_frames_of(config, T))."""
+  ae = autoencoder_lib.make_autoencoder(config)
+  return np.asarray(ae.encode(np.asarray(frames_TxHxWx3, np.uint8)[None]))[0]
+
+
+def image_latent(config, image_HxWx3):
+  """The first latent frame of a video that starts with this uint8 image (repeated over the pixel frames the
+  first latent frame stands for: tf, or 1 for a causal VAE): [h, w, c]."""
+  repeats = config_lib.pixel_frames_of(config, 1)
+  return encode_frames(config, np.repeat(np.asarray(image_HxWx3)[None], repeats, axis=0))[0]
+
+
+def prediction_condition(config, frames_TxHxWx3, condition_frames: int, num_samples: int, num_chunks: int):
+  """Video prediction: the first `condition_frames` latent frames of the given pixel frames (at data.fps),
+  given clean in every sample; the rest of the `num_chunks`-chunk video is generated."""
+  k = int(condition_frames)
+  total = num_chunks * config.chunking.chunk_frames
+  if not 0 < k < total:
+    raise ValueError(f"--condition_frames={k} must be between 1 and {total - 1} (the video's latent frames - 1)")
+  needed = config_lib.pixel_frames_of(config, k)
+  if len(frames_TxHxWx3) < needed:
+    raise ValueError(f"--condition_frames={k}: the condition video has {len(frames_TxHxWx3)} frames at data.fps="
+                     f"{config.data.fps:g}, {k} latent frames need {needed}")
+  latents = encode_frames(config, frames_TxHxWx3[:needed])
+  return frames_condition(config, np.repeat(latents[None], num_samples, axis=0), np.arange(k), num_chunks)
+
+
+def interpolation_condition(config, frames_TxHxWx3, num_samples: int, num_chunks: int):
+  """Frame interpolation (STIV's temporal upsampler): the given frames' latents at the even latent frames of a
+  `num_chunks`-chunk video, the odd ones generated; the video has twice the given frames' rate. Needs a
+  per-frame autoencoder (temporal_factor 1) and takes the first N * F / 2 given frames."""
+  if config_lib.is_causal(config) or float(config.autoencoder.temporal_factor) != 1.0:
+    raise config_lib.ConfigError(f"--interpolate doubles latent frames one for one: it needs a per-frame "
+                                 f"autoencoder (autoencoder.temporal_factor=1), not autoencoder.kind="
+                                 f"{config.autoencoder.kind!r} with temporal_factor={config.autoencoder.temporal_factor}")
+  total = num_chunks * config.chunking.chunk_frames
+  if total % 2:
+    raise ValueError(f"--interpolate: a video of {num_chunks} chunks of {config.chunking.chunk_frames} frames has "
+                     "an odd number of latent frames; pass an even --num_chunks")
+  given = total // 2
+  if len(frames_TxHxWx3) < given:
+    raise ValueError(f"--interpolate: {num_chunks} chunks interpolate {given} frames, the video has "
+                     f"{len(frames_TxHxWx3)} at data.fps / 2 = {config.data.fps / 2:g}")
+  latents = encode_frames(config, frames_TxHxWx3[:given])
+  return frames_condition(config, np.repeat(latents[None], num_samples, axis=0), np.arange(given) * 2, num_chunks)
 
 
 def decode_to_uint8(config, latents_BxNxFxhxwxc):

@@ -6,6 +6,7 @@ video behind (and an existing file is either the old or the new one).
 """
 import contextlib
 import os
+import pathlib
 import tempfile
 
 import imageio_ffmpeg
@@ -221,3 +222,39 @@ def read_video(path, return_fps=False):
       raise ValueError(f"video {path!r} has no frames")
     frames = np.stack(frames)
   return (frames, fps) if return_fps else frames
+
+
+def read_image(path, height: int, width: int):
+  """An image file (PNG, JPEG, ... through Pillow) as uint8 [height, width, 3]: scaled to cover height x width
+  (area filter) and centre-cropped, the way the data sets resize videos. Raises FileNotFoundError or ValueError
+  naming the file."""
+  from PIL import UnidentifiedImageError
+  path = os.fspath(path)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"image {path!r} does not exist")
+  try:
+    with Image.open(path) as image:
+      image = image.convert("RGB")
+  except (UnidentifiedImageError, OSError) as error:
+    raise ValueError(f"cannot read image {path!r}: {error}") from error
+  scale = max(height / image.height, width / image.width)
+  size = (max(width, round(image.width * scale)), max(height, round(image.height * scale)))
+  image = image.resize(size, Image.Resampling.BOX if scale < 1 else Image.Resampling.BICUBIC)
+  left, top = (size[0] - width) // 2, (size[1] - height) // 2
+  return np.asarray(image.crop((left, top, left + width, top + height)), np.uint8)
+
+
+def read_video_resized(path, height: int, width: int, fps: float):
+  """A video as uint8 [T, height, width, 3], resampled to `fps`, scaled to cover and centre-cropped (as the
+  video_folder builder decodes). Raises FileNotFoundError or ValueError naming the file."""
+  from vin_jax.data import engine
+  path = os.fspath(path)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"video {path!r} does not exist")
+  try:
+    frames = list(engine.decoded_frames(pathlib.Path(path), height, width, fps))
+  except RuntimeError as error:
+    raise ValueError(f"cannot decode video {path!r}: {error}") from error
+  if not frames:
+    raise ValueError(f"video {path!r} has no frames at {fps:g} fps")
+  return np.stack(frames)

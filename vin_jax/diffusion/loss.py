@@ -17,14 +17,19 @@ from vin_jax.parallel import halo
 
 def clean_frame_mask(rng, b: int, n: int, f: int, config, *, row_offset=0, chunk_offset=0):
   """[B, N, F] bool: frames given clean. STIV image conditioning (first latent frame, with condition
-  dropout) and, for the autoregressive baseline, a whole first chunk given clean as context."""
+  dropout), STIV's interpolation training (every `diffusion.clean_every`-th latent frame, same dropout)
+  and, for the autoregressive baseline, a whole first chunk given clean as context."""
   d = config.diffusion
   r_first, r_drop, r_ctx = jax.random.split(rng, 3)
-  give_first = (randomness.row_uniform(r_first, b, row_offset) < d.first_frame_cond_prob) & (
-      randomness.row_uniform(r_drop, b, row_offset) >= d.first_frame_drop_prob)
+  kept = randomness.row_uniform(r_drop, b, row_offset) >= d.first_frame_drop_prob       # condition not dropped
+  give_first = (randomness.row_uniform(r_first, b, row_offset) < d.first_frame_cond_prob) & kept
   chunk_index = chunk_offset + jnp.arange(n)
   first_frame = (chunk_index[:, None] == 0) & (jnp.arange(f)[None, :] == 0)          # [N, F]
   mask = give_first[:, None, None] & first_frame[None]
+  every = int(d.get("clean_every", 0))
+  if every:
+    frame_index = chunk_index[:, None] * f + jnp.arange(f)[None, :]                   # [N, F], in the video
+    mask = mask | (kept[:, None, None] & (frame_index % every == 0)[None])
   if d.clean_context_prob > 0:
     # The whole first chunk becomes clean context for the next one (a 1-chunk video then scores nothing).
     clean_ctx = randomness.row_uniform(r_ctx, b, row_offset) < d.clean_context_prob

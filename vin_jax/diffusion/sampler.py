@@ -39,6 +39,7 @@ class SamplerSettings:
   fusion: str = "early"
   t_alpha: int = 0
   guidance_scale: float = 1.0
+  image_guidance_scale: float = 1.0   # STIV's joint image-text guidance; 1: the image is always given
   cfg_renorm: bool = False
   use_global: bool = True        # False: the `no_global` method on any model
   full: bool | None = None       # True: one window over the video (`full`); None: as the model was built
@@ -49,7 +50,8 @@ class SamplerSettings:
     s = config.sampling
     settings = cls(num_steps=s.num_steps, context_frames=config.chunking.inference_context_frames,
                    fusion=s.fusion, t_alpha=s.t_alpha, guidance_scale=s.guidance_scale, cfg_renorm=s.cfg_renorm,
-                   freenoise_stride=s.freenoise_stride)
+                   freenoise_stride=s.freenoise_stride,
+                   image_guidance_scale=float(s.get("image_guidance_scale", 1.0)))
     return dataclasses.replace(settings, **overrides)
 
   @classmethod
@@ -81,11 +83,40 @@ def guided_prediction(model, x_BxNxFx___, t_BxNxF, text, settings: SamplerSettin
   drop = jnp.concatenate([jnp.zeros((b,), bool), jnp.ones((b,), bool)])
   preds, _ = model(double(x_BxNxFx___), double(t_BxNxF), double(text), drop_text_B=drop, **kwargs)
   cond, uncond = preds[:b], preds[b:]
-  guided = uncond + settings.guidance_scale * (cond - uncond)
+  return _renormed(uncond + settings.guidance_scale * (cond - uncond), cond, settings)
+
+
+def _renormed(guided, cond, settings: SamplerSettings):
   if settings.cfg_renorm:  # STIV: rescale each frame's guided prediction to the conditional one's norm
     norm = lambda a: jnp.sqrt(jnp.sum(jnp.square(a), axis=(3, 4, 5), keepdims=True) + 1e-12)
     guided = guided * (norm(cond) / norm(guided))
   return guided
+
+
+def uses_joint_guidance(settings: SamplerSettings, clean_mask_BxNxF) -> bool:
+  """STIV's joint image-text guidance runs when frames are given and image_guidance_scale != 1."""
+  return clean_mask_BxNxF is not None and settings.image_guidance_scale != 1.0
+
+
+def joint_guided_prediction(model, x_given, t_given, x_free, t_free, text, settings: SamplerSettings, *,
+                            axis_name=None):
+  """STIV's joint image-text guidance: three branches in one batched call,
+      eps = eps(-, -) + s_image (eps(I, -) - eps(-, -)) + s_text (eps(I, T) - eps(I, -)),
+  where I is the given frames (`x_given` holds them clean at t = 0) and "-" drops them: that branch sees
+  `x_free`, whose given frames are noisy at the step's t (`t_free`), as a model trained with the condition
+  dropped does. Returns window predictions [B, N, L+F, ...]: (guided, the image-free branch's), the latter for
+  moving the given frames' free trajectory (`sample_parallel`)."""
+  kwargs = dict(context_frames=settings.context_frames, axis_name=axis_name, use_global=settings.use_global,
+                full=settings.full)
+  b = x_given.shape[0]
+  triple = lambda given, free: jnp.concatenate([given, given, free], axis=0)
+  drop = jnp.concatenate([jnp.zeros((b,), bool), jnp.ones((2 * b,), bool)])
+  preds, _ = model(triple(x_given, x_free), triple(t_given, t_free), triple(text, text), drop_text_B=drop,
+                   **kwargs)
+  cond, image_only, uncond = preds[:b], preds[b:2 * b], preds[2 * b:]
+  guided = uncond + settings.image_guidance_scale * (image_only - uncond) + settings.guidance_scale * (
+      cond - image_only)
+  return _renormed(guided, cond, settings), uncond
 
 
 def sample_parallel(model, schedule: Schedule, settings: SamplerSettings, noise_BxNxFx___, text, *,
@@ -94,34 +125,46 @@ def sample_parallel(model, schedule: Schedule, settings: SamplerSettings, noise_
 
   Each step: global tokens from the current noisy video, predictions for all windows, fusion of the
   overlaps if the step is in the fusion range, then the scheduler step. Frames in `clean_mask` are held
-  at `clean_x0` with t = 0 (image-to-video, prediction, interpolation, the autoregressive baseline).
+  at `clean_x0` with t = 0 (image-to-video, prediction, interpolation, the autoregressive baseline); with
+  `settings.image_guidance_scale != 1` they are also dropped in a third branch (`joint_guided_prediction`).
   `progress(i)` is called from the device after step i (a progress bar). The samplers are deterministic
   given the initial noise (DDIM with eta = 0, Euler), so the carry is the noisy video alone.
   Returns the sampled latents [B, N, F, h, w, c].
   """
   ts = schedule.timesteps(settings.num_steps)
   b, n, f = noise_BxNxFx___.shape[:3]
-  if clean_mask_BxNxF is None:
+  given = clean_mask_BxNxF is not None
+  if not given:
     clean_mask_BxNxF = jnp.zeros((b, n, f), bool)
     clean_x0 = jnp.zeros_like(noise_BxNxFx___)
   hold = clean_mask_BxNxF.reshape(clean_mask_BxNxF.shape + (1,) * (noise_BxNxFx___.ndim - 3))
   context = model.context_frames(settings.context_frames, settings.full)   # frames recomputed per window
 
+  joint = uses_joint_guidance(settings, clean_mask_BxNxF if given else None)
+
   def body(x, i):
     step = settings.num_steps - i
     t = jnp.where(clean_mask_BxNxF, 0.0, ts[i])
     t_next = jnp.where(clean_mask_BxNxF, 0.0, ts[i + 1])
-    x = jnp.where(hold, clean_x0, x)
-    preds = guided_prediction(model, x, t, text, settings, axis_name=axis_name)
     active = fusion.fusion_active(step, settings.num_steps, settings.t_alpha, settings.fusion)
-    pred = fusion.fuse_windows(preds, context, active, axis_name)
-    x = schedule.step(x, pred, t, t_next)
+    fuse = lambda p: fusion.fuse_windows(p, context, active, axis_name)
+    if joint:
+      # The carry keeps the given frames' free (noisy) trajectory for the image-free branch; they are
+      # replaced by the given latents at the end.
+      t_free, t_free_next = jnp.full_like(t, ts[i]), jnp.full_like(t, ts[i + 1])
+      guided, free = joint_guided_prediction(model, jnp.where(hold, clean_x0, x), t, x, t_free, text, settings,
+                                             axis_name=axis_name)
+      x = schedule.step(x, jnp.where(hold, fuse(free), fuse(guided)), t_free, t_free_next)
+    else:
+      x = jnp.where(hold, clean_x0, x)
+      pred = fuse(guided_prediction(model, x, t, text, settings, axis_name=axis_name))
+      x = jnp.where(hold, clean_x0, schedule.step(x, pred, t, t_next))
     if progress is not None:
       jax.debug.callback(progress, i)
-    return jnp.where(hold, clean_x0, x), None
+    return x, None
 
   x, _ = jax.lax.scan(body, noise_BxNxFx___, jnp.arange(settings.num_steps))
-  return x
+  return jnp.where(hold, clean_x0, x)
 
 
 _PERMUTATION_STREAM = 2 ** 32 - 1   # folded into the key like a row index that no batch reaches
