@@ -29,6 +29,9 @@ class VideoDenoiser(nnx.Module):
     self.x0_output = d.network_output == "x0"
     self.input_skip = bool(d.input_skip) and not self.x0_output
     self.sigma_data, self.x0_min_sigma = float(d.sigma_data), float(d.x0_min_sigma)
+    # model.micro_conditions: the (fps, height, width) rows take when the caller passes none.
+    self.micro_conditions = bool(config.model.get("micro_conditions", False))
+    self.default_micro = (float(config.data.fps), float(config.data.height), float(config.data.width))
 
   def context_frames(self, requested: int, full: bool | None = None) -> int:
     """Context frames recomputed inside each window: none in `full` mode (its one window is the video) or
@@ -38,15 +41,28 @@ class VideoDenoiser(nnx.Module):
   def encode_text(self, text, drop_B=None):
     return self.text(text, drop_B)
 
-  def global_tokens(self, x_t_BxNxFxhxwxc, t_BxNxF, text_tokens, text_mask, *, axis_name=None):
+  def micro(self, micro_BxK, batch: int):
+    """The micro-conditions [B, 3] (fps, height, width; fp32): `micro_BxK`, or the config's data.fps,
+    data.height, data.width for every row when it is None. None for a model without model.micro_conditions."""
+    if not self.micro_conditions:
+      return None
+    if micro_BxK is None:
+      return jnp.broadcast_to(jnp.asarray(self.default_micro, jnp.float32), (batch, len(self.default_micro)))
+    micro_BxK = jnp.asarray(micro_BxK, jnp.float32)
+    if micro_BxK.shape != (batch, len(self.default_micro)):
+      raise ValueError(f"micro_BxK must be [B={batch}, 3] (fps, height, width), got {micro_BxK.shape}")
+    return micro_BxK
+
+  def global_tokens(self, x_t_BxNxFxhxwxc, t_BxNxF, text_tokens, text_mask, *, axis_name=None, micro_BxK=None):
     """[B, G, Dv] from the noisy video, or None when the VIN is off."""
     if self.vin is None:
       return None
     return self.vin(x_t_BxNxFxhxwxc, t_BxNxF, video_time(t_BxNxF, axis_name), text_tokens, text_mask,
-                    axis_name=axis_name)
+                    axis_name=axis_name, micro_BxK=self.micro(micro_BxK, x_t_BxNxFxhxwxc.shape[0]))
 
   def __call__(self, x_t_BxNxFxhxwxc, t_BxNxF, text, *, context_frames: int, drop_text_B=None,
-               axis_name=None, global_tokens=None, use_global: bool = True, full: bool | None = None):
+               axis_name=None, global_tokens=None, use_global: bool = True, full: bool | None = None,
+               micro_BxK=None):
     """Predictions for every frame of every window.
 
     Args:
@@ -58,17 +74,20 @@ class VideoDenoiser(nnx.Module):
       global_tokens: overrides the VIN's output (e.g. another video's tokens, to test they are used).
       use_global: False runs the windows without global tokens (`no_global` sampling of a VIN model).
       full: overrides model.window_mode at call time (`full` sampling of a chunked model).
+      micro_BxK: model.micro_conditions (STIV): per-row (fps, height, width in pixels) [B, 3]; None takes the
+        config's data.fps, data.height, data.width for every row. Ignored by a model without them.
     Returns:
       preds [B, N, L + F, h, w, c] (L = 0 in full and shared modes) and window validity [N, L + F].
     """
     b, n, f = x_t_BxNxFxhxwxc.shape[:3]
     full = self.full if full is None else full
+    micro = self.micro(micro_BxK, b)
     text_tokens, text_mask = self.encode_text(text, drop_text_B)
     if full or not use_global:
       global_tokens = None
     elif global_tokens is None:
       global_tokens = self.global_tokens(x_t_BxNxFxhxwxc, t_BxNxF, text_tokens, text_mask,
-                                         axis_name=axis_name)
+                                         axis_name=axis_name, micro_BxK=micro)
     t_video = video_time(t_BxNxF, axis_name)
     if full:
       if axis_name is not None and jax.lax.axis_size(axis_name) > 1:
@@ -93,7 +112,8 @@ class VideoDenoiser(nnx.Module):
 
     preds = self.dit(win.reshape(b * nw, w, *win.shape[3:]), t_win.reshape(b * nw, w),
                      jnp.broadcast_to(valid[None], (b, nw, w)).reshape(b * nw, w), per_window(global_tokens),
-                     per_window(t_video), per_window(text_tokens), per_window(text_mask), local_context)
+                     per_window(t_video), per_window(text_tokens), per_window(text_mask), local_context,
+                     micro_BxK=per_window(micro))
     preds = preds.reshape(b, nw, w, *preds.shape[2:])
     if self.x0_output:
       preds = self.schedule.target_from_x0(win, preds, t_win, self.x0_min_sigma)

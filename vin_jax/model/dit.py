@@ -29,6 +29,8 @@ class WindowDiT(nnx.Module):
     patch_dim = pt * p * p * c
     self.patch_embed = nnx.Linear(patch_dim, width, dtype=dtype, rngs=rngs)
     self.time = layers.TimestepEmbedder(width, rngs=rngs)
+    # model.micro_conditions (STIV): (fps, height, width) embedded and added to every timestep embedding.
+    self.micro = layers.MicroConditionEmbedder(width, rngs=rngs) if m.get("micro_conditions", False) else None
     self.adaln = layers.SharedAdaLN(width, 6, rngs=rngs)
     self.global_proj = nnx.Linear(config.vin.width, width, dtype=dtype, rngs=rngs) if use_global_tokens else None
     self.blocks = layers.make_blocks(
@@ -40,6 +42,14 @@ class WindowDiT(nnx.Module):
     self.final_norm = layers.RMSNorm(width, use_scale=False)
     self.final = nnx.Linear(width, patch_dim, kernel_init=nnx.initializers.zeros_init(), rngs=rngs)
 
+  def micro_embedding(self, micro_BxK):
+    """[B, D] of model.micro_conditions, or None for a model without them."""
+    if self.micro is None:
+      return None
+    if micro_BxK is None:
+      raise ValueError("model.micro_conditions is on: pass micro_BxK [B, 3] (fps, height, width)")
+    return self.micro(micro_BxK)
+
   def rope(self, num_time_patches: int):
     gh, gw = self.grid
     t, y, x = np.meshgrid(np.arange(num_time_patches), np.arange(gh), np.arange(gw), indexing="ij")
@@ -47,12 +57,14 @@ class WindowDiT(nnx.Module):
     return layers.rope_angles(jnp.asarray(positions), self.head_dim, self.rope_theta)
 
   def __call__(self, window_BxWxhxwxc, t_BxW, valid_BxW, global_BxGxDv, t_video_B, text_BxLtxDt,
-               text_mask_BxLt, local_context=None):
+               text_mask_BxLt, local_context=None, *, micro_BxK=None):
     """Predicts the diffusion target for every frame of the windows: [B, W, h, w, c].
 
     `global_BxGxDv=None` runs the window without global tokens (the `no_global` sampling method).
     `local_context(tokens_per_patch, time_patches, head_dim, rope_theta)` -> the `LocalContext` of the
     windows' self-attention (chunking.context_mode), or None.
+    `micro_BxK` [B, 3]: (fps, height, width) per row, required by a model with model.micro_conditions (the
+    denoiser fills in the config's); ignored without.
     """
     p, pt = self.patch_size, self.temporal_patch
     b, num_frames = window_BxWxhxwxc.shape[:2]
@@ -63,11 +75,17 @@ class WindowDiT(nnx.Module):
     t_patch = t_BxW.reshape(b, tp, pt).mean(-1)                                   # [B, Tp]
     valid = valid_BxW.reshape(b, tp, pt).all(-1)
     t_emb = self.time(t_patch)                                                    # [B, Tp, D]
+    micro = self.micro_embedding(micro_BxK)                                       # [B, D] or None
+    if micro is not None:
+      t_emb = t_emb + micro[:, None]
     segments = [layers.Segment(x, self.adaln(t_emb), self.rope(tp))]
     key_mask = jnp.repeat(valid, s, axis=1)                                       # [B, Tp*S]
     if self.global_proj is not None and global_BxGxDv is not None:
       g = self.global_proj(global_BxGxDv)
-      segments.append(layers.Segment(g[:, None], self.adaln(self.time(t_video_B))[:, None]))
+      t_video_emb = self.time(t_video_B)
+      if micro is not None:
+        t_video_emb = t_video_emb + micro
+      segments.append(layers.Segment(g[:, None], self.adaln(t_video_emb)[:, None]))
       key_mask = jnp.concatenate([key_mask, jnp.ones(g.shape[:2], bool)], axis=1)
     context = None if local_context is None else local_context(s, tp, self.head_dim, self.rope_theta)
     segments = layers.run_blocks(self.blocks, segments, text_BxLtxDt, text_mask_BxLt, key_mask, context,

@@ -228,6 +228,43 @@ class TimestepEmbedder(nnx.Module):
     return self.norm(self.fc2(jax.nn.silu(self.fc1(timestep_features(t)))))
 
 
+MICRO_CONDITIONS = ("fps", "height", "width")   # the columns of micro_BxK (model.micro_conditions)
+
+
+class MicroConditionEmbedder(nnx.Module):
+  """STIV's micro-conditions: (fps, height, width in pixels) [..., 3] -> [..., width], added to the timestep
+  embedding wherever it feeds AdaLN. fp32, like the timestep embedder.
+
+  Each scalar: sinusoidal features -> fc1 -> SiLU -> fc2; the three are summed and RMS-normalised (no learned
+  scale; STIV normalises the projected conditions), then `out`, zero-initialised: a model without
+  micro-conditions loaded into one with them (`train --init_from`) starts with identical outputs. The zero
+  layer sits after the norm: zeros before it would make the norm divide by ~0 (gain 1/sqrt(eps)), so the
+  embedding would jump to unit size after one step.
+  """
+
+  def __init__(self, width: int, *, rngs: nnx.Rngs):
+    for name in MICRO_CONDITIONS:
+      setattr(self, name, ConditionMlp(256, width, rngs=rngs))
+    self.norm = RMSNorm(width, use_scale=False)
+    self.out = _linear(width, width, rngs, zero=True)
+
+  def __call__(self, micro_BxK):
+    micro = micro_BxK.astype(jnp.float32)
+    h = sum(getattr(self, name)(position_features(micro[..., i], 256)) for i, name in enumerate(MICRO_CONDITIONS))
+    return self.out(self.norm(h))
+
+
+class ConditionMlp(nnx.Module):
+  """fc1 -> SiLU -> fc2 in fp32 (the embedders' MLP)."""
+
+  def __init__(self, din: int, width: int, *, rngs: nnx.Rngs):
+    self.fc1 = _linear(din, width, rngs)
+    self.fc2 = _linear(width, width, rngs)
+
+  def __call__(self, x):
+    return self.fc2(jax.nn.silu(self.fc1(x)))
+
+
 class SharedAdaLN(nnx.Module):
   """AdaLN-single (PixArt-alpha, STIV): one MLP maps the timestep embedding to `num_mods` modulations for
   all blocks; each block adds its own small table. Output [..., num_mods, D]."""

@@ -41,6 +41,9 @@ class VideoInterfaceNetwork(nnx.Module):
     self.mlp_norm = layers.RMSNorm(width)
     self.mlp = layers.Mlp(width, v.mlp_ratio, rngs=rngs, dtype=dtype)
     self.time = layers.TimestepEmbedder(width, rngs=rngs)
+    # model.micro_conditions (STIV): added to the processor's timestep embedding, as in the DiT.
+    self.micro = (layers.MicroConditionEmbedder(width, rngs=rngs) if config.model.get("micro_conditions", False)
+                  else None)
     self.adaln = layers.SharedAdaLN(width, rngs=rngs)
     self.processor = layers.make_blocks(
         lambda r: layers.DiTBlock(width, v.num_heads, v.mlp_ratio, config.text.width, rngs=r, dtype=dtype,
@@ -64,9 +67,11 @@ class VideoInterfaceNetwork(nnx.Module):
     tokens = tokens + pos[None, :, :, None] + t_emb[:, :, :, None]
     return tokens.reshape(b, n * k * tokens.shape[3], -1).astype(self.dtype)
 
-  def __call__(self, video_BxNxFxhxwxc, t_BxNxF, t_video_B, text_BxLtxDt, text_mask_BxLt, *, axis_name=None):
+  def __call__(self, video_BxNxFxhxwxc, t_BxNxF, t_video_B, text_BxLtxDt, text_mask_BxLt, *, axis_name=None,
+               micro_BxK=None):
     """Noisy latent video (chunk-major; the local chunks when sharded) -> global tokens [B, G, Dv] in model.dtype
-    (the DiT's global_proj computes in it)."""
+    (the DiT's global_proj computes in it). `micro_BxK` [B, 3] (fps, height, width): required with
+    model.micro_conditions, ignored without."""
     b = video_BxNxFxhxwxc.shape[0]
     keys = self.key_norm(self.keyframe_tokens(video_BxNxFxhxwxc, t_BxNxF, axis_name))
     z = jnp.broadcast_to(self.global_init[...][None], (b, *self.global_init.shape))
@@ -77,7 +82,12 @@ class VideoInterfaceNetwork(nnx.Module):
     out = attention_combine.combine_partial_attention(out, lse, axis_name)
     z = z + self.cross.merge_heads(out)
     z = z + self.mlp(self.mlp_norm(z))
-    mod = self.adaln(self.time(t_video_B))[:, None]                        # [B, 1, 6, Dv]
+    t_emb = self.time(t_video_B)                                           # [B, Dv]
+    if self.micro is not None:
+      if micro_BxK is None:
+        raise ValueError("model.micro_conditions is on: pass micro_BxK [B, 3] (fps, height, width)")
+      t_emb = t_emb + self.micro(micro_BxK)
+    mod = self.adaln(t_emb)[:, None]                                       # [B, 1, 6, Dv]
     segments = [layers.Segment(z[:, None], mod)]
     segments = layers.run_blocks(self.processor, segments, text_BxLtxDt, text_mask_BxLt, remat=self.remat)
     return self.out_norm(segments[0].x[:, 0]).astype(self.dtype)
