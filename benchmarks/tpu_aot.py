@@ -15,8 +15,10 @@ temporaries, total), whether that fits the chip, FLOPs per chip, XLA's roofline 
   configured, fusion active, the scheduler step) for one video of N latent frames, its chunks split over
   all chips (mesh.chunk = chips). `full` has no chunk axis and compiles on one chip.
 - A program that cannot fit is refused by the compiler: its row says NO with the temporaries it asked for.
-- A scanned model (model.scan_layers) is compiled as it runs for the memory; its FLOPs and roofline come from
-  unrolled compiles at depth 1 and 2, extrapolated (XLA's cost analysis counts a scan body once).
+- The program is compiled as it runs for the memory. Its FLOPs and roofline (`--cost=auto`) come from unrolled
+  compiles at depth 1 and 2 with loop-free einsum attention, extrapolated: XLA's cost analysis counts a loop
+  body once (the layer scan, and `blocked` attention's lax.map over query blocks) and a Pallas call (splash)
+  not at all, so the program's own count misses most of the attention.
 - Attention is the TPU's `auto` choice (Pallas splash attention, compiled for the TPU: `splash.compiled_for_tpu()`).
 """
 from __future__ import annotations
@@ -102,7 +104,7 @@ def case_config(args, method: str, what: str, latent_frames: int, num_chips: int
       m.data, m.chunk = num_chips // m.fsdp, 1
     config.data.batch_size = args.videos_per_chip * num_chips
     config.data.bucket_chunks, config.data.bucket_weights = (n,), (1.0,)
-    config.data.num_frames = max(config.data.num_frames, config_lib.pixel_frames_per_chunk(config) * n)
+    config.data.num_frames = max(config.data.num_frames, config_lib.pixel_frames_of(config, f * n))
   else:
     m.data, m.fsdp, m.chunk = 1, 1, (1 if method == "full" else num_chips)
     config.sampling.num_chunks, config.sampling.num_samples = n, 1
@@ -197,12 +199,14 @@ def _cost(compiled) -> tuple[float, float]:
 
 def depth_extrapolated_cost(config, devices, n: int, what: str, method: str) -> tuple[float, float]:
   """(FLOPs, optimal seconds) per chip of the `model.depth`-block program, from unrolled compiles at depth 1
-  and 2: XLA's cost analysis counts a scan's body once, not once per layer, but every block costs the same,
-  so cost(depth) = cost(1) + (depth - 1) * (cost(2) - cost(1))."""
+  and 2 with einsum attention: XLA's cost analysis counts a loop's body once (a layer scan, blocked
+  attention's lax.map over query blocks) and a Pallas kernel not at all, but every block costs the same, so
+  cost(depth) = cost(1) + (depth - 1) * (cost(2) - cost(1)). Einsum attention does the same arithmetic as
+  splash and blocked attention (its roofline seconds include writing the logits, which splash avoids)."""
   costs = []
   for depth in (1, 2):
     shallow = copy.deepcopy(config)
-    shallow.model.depth, shallow.model.scan_layers = depth, False
+    shallow.model.depth, shallow.model.scan_layers, shallow.model.attention = depth, False, "einsum"
     compiled, _ = _compile(shallow, devices, n, what, method)
     if isinstance(compiled, float):
       return float("nan"), float("nan")
@@ -227,8 +231,8 @@ def measure(args, topology: str, what: str, method: str, latent_frames: int) -> 
                float("nan"), float("nan"), float("nan"), seconds, "-")
   mem = compiled.memory_analysis()
   total = mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes - mem.alias_size_in_bytes
-  if config.model.scan_layers and args.cost == "auto":
-    (flops, optimal), cost_from = depth_extrapolated_cost(config, devices, n, what, method), "depth 1, 2"
+  if args.cost == "auto":
+    (flops, optimal), cost_from = depth_extrapolated_cost(config, devices, n, what, method), "depth 1, 2, einsum"
   else:
     (flops, optimal), cost_from = _cost(compiled), "program"
   return Row(topology, method, what, latent_frames, params, mem.argument_size_in_bytes / GiB,
@@ -259,8 +263,9 @@ def main(argv=None):
   parser.add_argument("--latent_frames", default="80", help="comma-separated latent video lengths")
   parser.add_argument("--videos_per_chip", type=int, default=1, help="train: videos per chip")
   parser.add_argument("--cost", default="auto", choices=("auto", "program"),
-                      help="auto: a scanned model's FLOPs and roofline from unrolled depth-1 and depth-2 compiles "
-                           "(XLA counts a scan body once); program: the compiled program's own cost analysis")
+                      help="auto: FLOPs and roofline from unrolled depth-1 and depth-2 compiles with einsum attention "
+                           "(XLA counts a loop body once and a Pallas call not at all); program: the compiled "
+                           "program's own cost analysis")
   parser.add_argument("--set", action="append", metavar="FIELD=VALUE", help="config override (repeatable)")
   args = parser.parse_args(argv)
   print("| " + " | ".join(HEADER) + " |")
