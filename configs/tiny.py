@@ -92,4 +92,16 @@ def get_config(arg=None):
     c.sampling.num_samples = 1
     c.sampling.freenoise_stride = 2
     c.sampling.noise = "independent"   # the tests build reference noise with sampler.initial_noise
+  if variants.get("image"):
+    # STIV's progressive training, stage 1 (beyond the VIN paper; applied after `test`): text-to-image on
+    # single frames, no VIN. The video model (this config without the variant) starts from it with
+    # `train --init_from`: the DiT's patch embedding and output layer are inflated to its temporal patch, the
+    # VIN and the rest are new.
+    c.model.temporal_patch = 1
+    c.vin.enabled = False
+    c.chunking.chunk_frames = 1
+    c.chunking.context_frames = c.chunking.inference_context_frames = 0
+    c.chunking.keyframe_seconds = 1.0 / c.data.fps
+    c.data.bucket_chunks, c.data.bucket_weights = (1,), (1.0,)
+    c.sampling.num_chunks, c.sampling.fusion = 1, "none"
   return c
