@@ -17,6 +17,8 @@ from vin_jax.diffusion import sampler
 from vin_jax.model import ModelDef
 from vin_jax.text import tokenizer
 
+from tests.model.helpers import perturbed_params
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
 NUM_CHUNKS = 3
 
@@ -37,9 +39,7 @@ def model_def(config):
 
 @pytest.fixture(scope="module")
 def params(model_def):
-  rng = np.random.RandomState(3)
-  return jax.tree.map(lambda leaf: leaf + 0.05 * rng.standard_normal(leaf.shape).astype(leaf.dtype),
-                      model_def.init(jax.random.key(0)))
+  return perturbed_params(model_def, seed=3)
 
 
 @pytest.fixture(scope="module")
