@@ -165,6 +165,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.log_every = 10
   c.train.checkpoint_every = 200
   c.train.keep_checkpoints = 2
+  # MaskDiT/STIV masked training (beyond the VIN paper; vin_jax/model/masking.py): this fraction of each
+  # window's tokens is dropped from the DiT in training (the VIN still sees the whole noisy video; the loss
+  # scores the kept tokens only). STIV uses 0.5. Sampling never masks. Needs chunking.context_mode="recompute".
+  c.train.mask_ratio = 0.0
+  c.train.unmask_finetune_steps = 0   # with mask_ratio > 0: the last this-many steps train unmasked
 
   # `python -m vin_jax.main ablate` (see vin_jax/ablation.py for the rows).
   c.ablation = ml_collections.ConfigDict()

@@ -192,6 +192,16 @@ def validate(config, num_devices: int | None = None, *, purpose: str = "train") 
     fail("train.warmup_steps", f"must be >= 0 and shorter than training (train.steps={config.train.steps})")
   if config.train.grad_clip < 0:
     fail("train.grad_clip", "must be >= 0 (0 turns clipping off)")
+  if "mask_ratio" in config.train:   # masked training (a config saved before it existed: off)
+    if not 0.0 <= config.train.mask_ratio < 1.0:
+      fail("train.mask_ratio", "must be in [0, 1): the fraction of each window's tokens dropped in training")
+    if config.train.mask_ratio > 0 and config.chunking.get("context_mode", "recompute") != "recompute":
+      fail("train.mask_ratio", "needs chunking.context_mode='recompute' (shared context reads the previous "
+           "chunk's keys of tokens that masking drops)")
+  if "unmask_finetune_steps" in config.train:
+    u = config.train.unmask_finetune_steps
+    if u != int(u) or not 0 <= u <= config.train.steps:
+      fail("train.unmask_finetune_steps", f"must be a whole number in [0, train.steps={config.train.steps}]")
   if config.sampling.guidance_scale < 0:
     fail("sampling.guidance_scale", "must be >= 0")
   if config.sampling.get("image_guidance_scale", 1.0) < 0:

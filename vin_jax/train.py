@@ -81,10 +81,10 @@ def frames_to_latents(autoencoder, frames_BxTxHxWx3, chunk_frames: int):
   return z.reshape(b, t // chunk_frames, chunk_frames, *z.shape[2:])
 
 
-def make_loss_sums(model_def: ModelDef, config, mesh=None):
+def make_loss_sums(model_def: ModelDef, config, mesh=None, *, mask_ratio: float | None = None):
   """(params, video, text [B, Lt], rng) -> loss sums over the whole batch. The video is pixel frames
   [B, T, H, W, 3] uint8, encoded here, or latents [B, T', h, w, c] (float: already encoded, so no
-  autoencoder runs in the step).
+  autoencoder runs in the step). `mask_ratio`: masked training's (default train.mask_ratio; 0: unmasked).
 
   With a sharded mesh the loss runs under a shard_map that is manual over 'chunk' only (see below): rows
   over 'data' x 'fsdp' and FSDP of the parameters are left to the compiler.
@@ -100,7 +100,7 @@ def make_loss_sums(model_def: ModelDef, config, mesh=None):
     # bf16 matmul weights (a no-op for fp32 models): under FSDP the weight gathers and gradient buffers halve.
     model = model_def.bind(model_def.compute_params(params))
     return loss_lib.diffusion_loss(model, schedule, config, latents, text, rng, axis_name=axis_name,
-                                   row_offset=row_offset)
+                                   row_offset=row_offset, mask_ratio=mask_ratio)
 
   if not mesh_lib.is_sharded(mesh):
     return lambda params, frames, text, rng: local_sums(params, frames, text, rng, None, 0)
@@ -120,10 +120,15 @@ def make_loss_sums(model_def: ModelDef, config, mesh=None):
                        in_specs=(mesh_lib.REPLICATED, mesh_lib.CHUNKS, mesh_lib.REPLICATED, mesh_lib.REPLICATED))
 
 
-def make_train_step(model_def: ModelDef, config, optimizer, mesh=None):
+def make_train_step(model_def: ModelDef, config, optimizer, mesh=None, *, masked: bool = True):
   """The pure step `(state, batch, rng) -> (state, metrics)`; `rng` is the run's base key and the step
-  number is folded in. Jit it yourself, or use `jit_train_step` for the sharded version."""
-  loss_sums = make_loss_sums(model_def, config, mesh)
+  number is folded in. Jit it yourself, or use `jit_train_step` for the sharded version.
+
+  `masked=False` turns train.mask_ratio's masked training off (the train.unmask_finetune_steps at the end);
+  with train.mask_ratio > 0 the metrics carry the step's `mask_ratio`."""
+  configured_ratio = float(config.train.get("mask_ratio", 0.0))
+  mask_ratio = configured_ratio if masked else 0.0
+  loss_sums = make_loss_sums(model_def, config, mesh, mask_ratio=mask_ratio)
   ema_decay = config.train.ema_decay
 
   def train_step(state: State, batch: dict, rng):
@@ -141,6 +146,8 @@ def make_train_step(model_def: ModelDef, config, optimizer, mesh=None):
     ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, state["ema"], params)
     metrics = loss_lib.summarize(sums, global_batch)
     metrics["grad_norm"] = optax.tree.norm(grads)
+    if configured_ratio > 0:
+      metrics["mask_ratio"] = jnp.float32(mask_ratio)
     new_state = {"step": state["step"] + 1, "params": params, "opt_state": opt_state, "ema": ema}
     return new_state, metrics
 
@@ -156,10 +163,12 @@ def create_state(model_def: ModelDef, optimizer, rng, mesh=None) -> State:
   return jax.jit(init, out_shardings=shardings)(rng)
 
 
-def jit_train_step(model_def: ModelDef, config, optimizer, mesh, state: State, video_key: str = "frames"):
+def jit_train_step(model_def: ModelDef, config, optimizer, mesh, state: State, video_key: str = "frames", *,
+                   masked: bool = True):
   """The train step jitted with explicit in/out shardings (state donated; arrays or ShapeDtypeStructs with
-  shardings). The batch holds `video_key` ("frames" uint8 pixels or "latents") and "text_tokens"."""
-  step = make_train_step(model_def, config, optimizer, mesh)
+  shardings). The batch holds `video_key` ("frames" uint8 pixels or "latents") and "text_tokens".
+  `masked`: see `make_train_step`."""
+  step = make_train_step(model_def, config, optimizer, mesh, masked=masked)
   state_shardings = jax.tree.map(lambda x: x.sharding, state)
   replicated = mesh_lib.named(mesh, mesh_lib.REPLICATED)
   batch_shardings = {"frames": mesh_lib.named(mesh, mesh_lib.VIDEO),
@@ -180,6 +189,15 @@ def param_counts(params) -> dict[str, int]:
         counts[f"{name}.{part}"] = count_params(leaf)
   counts["total"] = count_params(params)
   return counts
+
+
+def last_masked_step(config) -> int:
+  """The last (1-based) step that trains masked: train.steps - train.unmask_finetune_steps when
+  train.mask_ratio > 0, else train.steps (every step is the ordinary one)."""
+  t = config.train
+  if float(t.get("mask_ratio", 0.0)) <= 0:
+    return t.steps
+  return t.steps - int(t.get("unmask_finetune_steps", 0))
 
 
 class _Preemption:
@@ -297,6 +315,11 @@ def train(config, workdir: str, *, data_dir: str | None = None, init_from: str |
   # --- the loop ---
   video_key = "latents" if config.data.get("latents", False) else "frames"
   train_step = jit_train_step(model_def, config, optimizer, mesh, state, video_key=video_key)
+  # Masked training (train.mask_ratio) ends with train.unmask_finetune_steps unmasked steps: a second jitted
+  # step, picked by step number on the host (so a resumed run picks the same one). Same parameters.
+  masked_steps = last_masked_step(config)
+  unmasked_step = (jit_train_step(model_def, config, optimizer, mesh, state, video_key=video_key, masked=False)
+                   if masked_steps < config.train.steps else train_step)
   lr_schedule = learning_rate_schedule(config)
   pending: list[tuple[int, dict, int]] = []
   last_metrics: dict = {}
@@ -329,7 +352,7 @@ def train(config, workdir: str, *, data_dir: str | None = None, init_from: str |
       batch = next(data_iter)
       num_chunks = int(batch.pop("num_chunks"))
       batch = mesh_lib.global_batch(batch, mesh)
-      state, metrics = train_step(state, batch, step_rng)
+      state, metrics = (train_step if step <= masked_steps else unmasked_step)(state, batch, step_rng)
       pending.append((step, metrics, num_chunks))
       progress.update(1)
       if step % config.train.log_every == 0 or step == config.train.steps:

@@ -11,8 +11,10 @@ import jax
 import jax.numpy as jnp
 
 from vin_jax.diffusion import randomness
-from vin_jax.model import windows
+from vin_jax.model import masking, windows
 from vin_jax.parallel import halo
+
+MASK_STREAM = 0x6D61736B   # "mask": folded into the step's rng for the masked-training draws
 
 
 def clean_frame_mask(rng, b: int, n: int, f: int, config, *, row_offset=0, chunk_offset=0):
@@ -37,12 +39,16 @@ def clean_frame_mask(rng, b: int, n: int, f: int, config, *, row_offset=0, chunk
   return mask
 
 
-def diffusion_loss(model, schedule, config, x0_BxNxFxhxwxc, text, rng, *, axis_name=None, row_offset=0):
+def diffusion_loss(model, schedule, config, x0_BxNxFxhxwxc, text, rng, *, axis_name=None, row_offset=0,
+                   mask_ratio: float | None = None):
   """Sums over this device's videos and chunks (dict of scalars); `summarize` turns them into metrics.
 
   `axis_name` is the chunk mesh axis inside shard_map; `row_offset` the global index of the first row.
   The differentiable loss is sums["loss"] / global batch size.
+  `mask_ratio` (default train.mask_ratio; MaskDiT/STIV masked training, `model/masking.py`): each window's
+  DiT sees only the kept tokens, and only they are scored, weighted by tokens / kept (the unmasked scale).
   """
+  mask_ratio = float(config.train.get("mask_ratio", 0.0) if mask_ratio is None else mask_ratio)
   b, n, f = x0_BxNxFxhxwxc.shape[:3]
   chunk_offset = halo.chunk_offset(n, axis_name)
   r_t, r_noise, r_text, r_clean = jax.random.split(rng, 4)
@@ -55,11 +61,20 @@ def diffusion_loss(model, schedule, config, x0_BxNxFxhxwxc, text, rng, *, axis_n
   drop_text = randomness.row_uniform(r_text, b, row_offset) < config.text.drop_prob
 
   L = config.chunking.context_frames
-  preds, valid = model(x_t, t, text, context_frames=L, drop_text_B=drop_text, axis_name=axis_name)
+  if mask_ratio > 0:
+    # Its own stream (a fold, not a split): the other draws stay those of an unmasked run.
+    mask = masking.MaskRequest(jax.random.fold_in(rng, MASK_STREAM), mask_ratio, row_offset)
+    preds, valid, weight_BxNxWxhxw = model(x_t, t, text, context_frames=L, drop_text_B=drop_text,
+                                           axis_name=axis_name, mask=mask)
+  else:
+    preds, valid = model(x_t, t, text, context_frames=L, drop_text_B=drop_text, axis_name=axis_name)
   L = model.context_frames(L)
   target_win, _ = windows.build_windows(target, L, axis_name=axis_name)
   t_win, _ = windows.build_windows(t, L, axis_name=axis_name)
-  mse_BxNxW = jnp.mean(jnp.square(preds.astype(jnp.float32) - target_win), axis=(3, 4, 5))
+  sq = jnp.square(preds.astype(jnp.float32) - target_win)
+  if mask_ratio > 0:   # dropped positions score nothing (where, not a product: their preds are not the DiT's)
+    sq = jnp.where(weight_BxNxWxhxw[..., None] > 0, sq * weight_BxNxWxhxw[..., None], 0.0)
+  mse_BxNxW = jnp.mean(sq, axis=(3, 4, 5))
   is_context = jnp.arange(preds.shape[2]) < L
   frame_weight = jnp.where(is_context, config.diffusion.context_loss_weight, 1.0)[None] * valid  # [N, W]
   weight = frame_weight[None] * (t_win > 0)

@@ -173,9 +173,12 @@ def vin(config, rows, num_chunks) -> Cost:
 
 
 def window_dit(config, rows, num_windows, window_frames, *, global_tokens, context_frames,
-               shared: bool = False) -> Cost:
+               shared: bool = False, mask_ratio: float = 0.0) -> Cost:
   """vin_jax.model.dit.WindowDiT on rows * num_windows windows of `window_frames` latent frames.
   `shared`: the context_frames are read from the neighbour's keys and values (not in the window).
+  `mask_ratio`: masked training's (train.mask_ratio, `model/masking.py`): only the kept tokens of the
+  context and own parts enter the DiT, as one-token modulation groups (a training-step count: sampling never
+  masks; not checked against XLA, whose training-step count the tests compare at 0.61x for 0.5).
 
   The key mask is a compile-time constant; with no context frames it is all true and XLA drops it.
   """
@@ -184,16 +187,21 @@ def window_dit(config, rows, num_windows, window_frames, *, global_tokens, conte
   _, _, c = config_lib.latent_shape(config)
   s, tp = _tokens_per_frame(config), window_frames // pt
   wr = rows * num_windows                                       # window rows
-  n = wr * tp * s
   patch_dim = pt * m.patch_size ** 2 * c
+  if mask_ratio > 0:
+    from vin_jax.model import masking
+    lp = (0 if shared else context_frames) // pt
+    kept = masking.kept(lp * s, mask_ratio) + masking.kept((tp - lp) * s, mask_ratio)
+    segments, rope_tokens, n = [(kept, 1)], kept, wr * kept
+  else:
+    segments, rope_tokens, n = [(tp, s)], tp * s, wr * tp * s
   cost = total([linear(n, patch_dim, d), timestep_embedder(wr * tp, d), adaln(wr * tp, d, 6)])
-  segments = [(tp, s)]
   if global_tokens:
     g = config.vin.num_global_tokens
     cost += total([linear(wr * g, config.vin.width, d), timestep_embedder(wr, d), adaln(wr, d, 6)])
     segments.append((1, g))
   cost += m.depth * dit_block(wr, segments, d, m.num_heads, m.mlp_ratio, t.max_length, t.width,
-                              masked=context_frames > 0, rope_tokens=tp * s,
+                              masked=context_frames > 0 or mask_ratio > 0, rope_tokens=rope_tokens,
                               shared_keys=context_frames // pt * s if shared else 0)
   return cost + total([linear(wr * tp, d, 2 * d), rms_norm(n, d, scale=False), Cost(0, 2 * n * d),
                        linear(n, d, patch_dim)])

@@ -8,8 +8,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from vin_jax.diffusion.schedules import Schedule
-from vin_jax.model import dit, vin, windows
+from vin_jax.model import dit, masking, vin, windows
 from vin_jax.model.local_context import LocalContext
+from vin_jax.parallel import halo
 from vin_jax.text import encoder as text_encoder
 
 
@@ -62,7 +63,7 @@ class VideoDenoiser(nnx.Module):
 
   def __call__(self, x_t_BxNxFxhxwxc, t_BxNxF, text, *, context_frames: int, drop_text_B=None,
                axis_name=None, global_tokens=None, use_global: bool = True, full: bool | None = None,
-               micro_BxK=None):
+               micro_BxK=None, mask: masking.MaskRequest | None = None):
     """Predictions for every frame of every window.
 
     Args:
@@ -76,8 +77,12 @@ class VideoDenoiser(nnx.Module):
       full: overrides model.window_mode at call time (`full` sampling of a chunked model).
       micro_BxK: model.micro_conditions (STIV): per-row (fps, height, width in pixels) [B, 3]; None takes the
         config's data.fps, data.height, data.width for every row. Ignored by a model without them.
+      mask: masked training (train.mask_ratio, `model/masking.py`): each window's DiT sees only its kept
+        tokens (the VIN still sees the whole video). Training only.
     Returns:
-      preds [B, N, L + F, h, w, c] (L = 0 in full and shared modes) and window validity [N, L + F].
+      preds [B, N, L + F, h, w, c] (L = 0 in full and shared modes) and window validity [N, L + F]; with
+      `mask` also the loss weight of every latent position [B, N, L + F, h, w] (0 where the token was dropped,
+      tokens / kept elsewhere; dropped positions' preds are not the DiT's).
     """
     b, n, f = x_t_BxNxFxhxwxc.shape[:3]
     full = self.full if full is None else full
@@ -110,10 +115,21 @@ class VideoDenoiser(nnx.Module):
     def per_window(a):  # [B, ...] -> [B * Nw, ...]
       return jnp.repeat(a, nw, axis=0) if a is not None else None
 
+    keep, kept_context, weights = None, 0, None
+    if mask is not None:
+      if shared:
+        raise ValueError("masked training (train.mask_ratio > 0) needs chunking.context_mode='recompute'")
+      s_tok = self.dit.grid[0] * self.dit.grid[1]
+      ctx_tokens, own_tokens = L // self.temporal_patch * s_tok, (w - L) // self.temporal_patch * s_tok
+      keep = masking.sample_keep(mask.rng, b, nw, ctx_tokens, own_tokens, mask.ratio, row_offset=mask.row_offset,
+                                 window_offset=halo.chunk_offset(nw, axis_name)).reshape(b * nw, -1)
+      kept_context = masking.kept(ctx_tokens, mask.ratio)
+      weights = self.token_grid(masking.token_weights(keep, ctx_tokens, own_tokens, mask.ratio), w)
+      weights = weights.reshape(b, nw, *weights.shape[1:])                          # [B, Nw, W, h, w]
     preds = self.dit(win.reshape(b * nw, w, *win.shape[3:]), t_win.reshape(b * nw, w),
                      jnp.broadcast_to(valid[None], (b, nw, w)).reshape(b * nw, w), per_window(global_tokens),
                      per_window(t_video), per_window(text_tokens), per_window(text_mask), local_context,
-                     micro_BxK=per_window(micro))
+                     micro_BxK=per_window(micro), keep_BxK=keep, kept_context_tokens=kept_context)
     preds = preds.reshape(b, nw, w, *preds.shape[2:])
     if self.x0_output:
       preds = self.schedule.target_from_x0(win, preds, t_win, self.x0_min_sigma)
@@ -123,7 +139,18 @@ class VideoDenoiser(nnx.Module):
     if full:
       preds = preds.reshape(b, n, f, *preds.shape[3:])
       valid = jnp.ones((n, f), bool)
+      if weights is not None:
+        weights = weights.reshape(b, n, f, *weights.shape[3:])
+    if mask is not None:
+      return preds, valid, weights
     return preds, valid
+
+  def token_grid(self, per_token_BxT, window_frames: int):
+    """Per-token values [B, Tp * S] (the DiT's token order) -> per latent position [B, W, h, w]."""
+    gh, gw = self.dit.grid
+    p, pt = self.dit.patch_size, self.temporal_patch
+    x = per_token_BxT.reshape(-1, window_frames // pt, gh, gw)
+    return jnp.repeat(jnp.repeat(jnp.repeat(x, pt, axis=1), p, axis=2), p, axis=3)
 
 
 def video_time(t_BxNxF, axis_name=None):

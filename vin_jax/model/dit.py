@@ -6,6 +6,8 @@ The global tokens' outputs are dropped.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import einops
 import jax.numpy as jnp
 import numpy as np
@@ -50,14 +52,17 @@ class WindowDiT(nnx.Module):
       raise ValueError("model.micro_conditions is on: pass micro_BxK [B, 3] (fps, height, width)")
     return self.micro(micro_BxK)
 
-  def rope(self, num_time_patches: int):
+  def positions(self, num_time_patches: int) -> np.ndarray:
+    """[Tp * S, 3] (time patch, row, column) of the window's tokens, in token order."""
     gh, gw = self.grid
     t, y, x = np.meshgrid(np.arange(num_time_patches), np.arange(gh), np.arange(gw), indexing="ij")
-    positions = np.stack([t.ravel(), y.ravel(), x.ravel()], axis=-1)
-    return layers.rope_angles(jnp.asarray(positions), self.head_dim, self.rope_theta)
+    return np.stack([t.ravel(), y.ravel(), x.ravel()], axis=-1)
+
+  def rope(self, num_time_patches: int):
+    return layers.rope_angles(jnp.asarray(self.positions(num_time_patches)), self.head_dim, self.rope_theta)
 
   def __call__(self, window_BxWxhxwxc, t_BxW, valid_BxW, global_BxGxDv, t_video_B, text_BxLtxDt,
-               text_mask_BxLt, local_context=None, *, micro_BxK=None):
+               text_mask_BxLt, local_context=None, *, micro_BxK=None, keep_BxK=None, kept_context_tokens=0):
     """Predicts the diffusion target for every frame of the windows: [B, W, h, w, c].
 
     `global_BxGxDv=None` runs the window without global tokens (the `no_global` sampling method).
@@ -65,21 +70,35 @@ class WindowDiT(nnx.Module):
     windows' self-attention (chunking.context_mode), or None.
     `micro_BxK` [B, 3]: (fps, height, width) per row, required by a model with model.micro_conditions (the
     denoiser fills in the config's); ignored without.
+    `keep_BxK` (masked training, train.mask_ratio; `model/masking.py`): the indices of the K window tokens
+    (flattened temporal patch, row, column) that enter the DiT, each with its own RoPE position and AdaLN
+    modulation; the first `kept_context_tokens` are context tokens. The other tokens are not computed: their
+    predictions are 0.
     """
     p, pt = self.patch_size, self.temporal_patch
     b, num_frames = window_BxWxhxwxc.shape[:2]
     patches = einops.rearrange(window_BxWxhxwxc, "b (t pt) (h ph) (w pw) c -> b t (h w) (pt ph pw c)",
                                pt=pt, ph=p, pw=p)
-    x = self.patch_embed(patches)                                                 # [B, Tp, S, D]
-    tp, s = x.shape[1], x.shape[2]
+    tp, s = patches.shape[1], patches.shape[2]
     t_patch = t_BxW.reshape(b, tp, pt).mean(-1)                                   # [B, Tp]
     valid = valid_BxW.reshape(b, tp, pt).all(-1)
     t_emb = self.time(t_patch)                                                    # [B, Tp, D]
     micro = self.micro_embedding(micro_BxK)                                       # [B, D] or None
     if micro is not None:
       t_emb = t_emb + micro[:, None]
-    segments = [layers.Segment(x, self.adaln(t_emb), self.rope(tp))]
     key_mask = jnp.repeat(valid, s, axis=1)                                       # [B, Tp*S]
+    final_mod = self.final_adaln(t_emb) + self.final_table[...]                   # [B, Tp, 2, D]
+    if keep_BxK is None:
+      segments = [layers.Segment(self.patch_embed(patches), self.adaln(t_emb), self.rope(tp))]
+    else:
+      # Masked training: the kept tokens as a segment of K groups of one token, each with its own modulation.
+      take = lambda a: jnp.take_along_axis(a, keep_BxK.reshape(b, -1, *([1] * (a.ndim - 2))), axis=1)
+      per_token = lambda a: jnp.take_along_axis(a, (keep_BxK // s).reshape(b, -1, *([1] * (a.ndim - 2))), axis=1)
+      x = self.patch_embed(take(patches.reshape(b, tp * s, -1)))[:, :, None]       # [B, K, 1, D]
+      rope = layers.rope_angles(jnp.asarray(self.positions(tp))[keep_BxK], self.head_dim, self.rope_theta)
+      segments = [layers.Segment(x, per_token(self.adaln(t_emb)), rope)]          # rope [B, K, P]
+      key_mask = take(key_mask)
+      final_mod = per_token(final_mod)                                            # [B, K, 2, D]
     if self.global_proj is not None and global_BxGxDv is not None:
       g = self.global_proj(global_BxGxDv)
       t_video_emb = self.time(t_video_B)
@@ -88,12 +107,18 @@ class WindowDiT(nnx.Module):
       segments.append(layers.Segment(g[:, None], self.adaln(t_video_emb)[:, None]))
       key_mask = jnp.concatenate([key_mask, jnp.ones(g.shape[:2], bool)], axis=1)
     context = None if local_context is None else local_context(s, tp, self.head_dim, self.rope_theta)
+    if context is not None and keep_BxK is not None:
+      if context.mode != "recompute":
+        raise ValueError("masked training (train.mask_ratio > 0) needs chunking.context_mode='recompute'")
+      context = dataclasses.replace(context, context_tokens=kept_context_tokens)
     segments = layers.run_blocks(self.blocks, segments, text_BxLtxDt, text_mask_BxLt, key_mask, context,
                                  remat=self.remat)
     x = segments[0].x
-    mod = self.final_adaln(t_emb) + self.final_table[...]                        # [B, Tp, 2, D]
-    x = self.final_norm(x) * (1 + mod[:, :, None, 1]) + mod[:, :, None, 0]
+    x = self.final_norm(x) * (1 + final_mod[:, :, None, 1]) + final_mod[:, :, None, 0]
     out = self.final(x).astype(jnp.float32)
+    if keep_BxK is not None:   # back to the window grid, dropped tokens 0
+      out = jnp.zeros((b, tp * s, out.shape[-1]), out.dtype).at[jnp.arange(b)[:, None], keep_BxK].set(out[:, :, 0])
+      out = out.reshape(b, tp, s, -1)
     gh, gw = self.grid
     return einops.rearrange(out, "b t (h w) (pt ph pw c) -> b (t pt) (h ph) (w pw) c",
                             h=gh, w=gw, pt=pt, ph=p, pw=p)

@@ -94,7 +94,8 @@ def _einsum_attention(q_BxQxHxDh, k_BxKxHxDh, v_BxKxHxDh, key_mask_BxK=None, *, 
 
 
 def rope_angles(positions_LxA: jax.Array, head_dim: int, theta: float) -> jax.Array:
-  """Angles [L, head_dim // 2] for A-dimensional positions (A=3: time, row, column).
+  """Angles [L, head_dim // 2] for A-dimensional positions (A=3: time, row, column); per-row positions
+  [B, L, A] give per-row angles [B, L, head_dim // 2] (masked training's kept tokens).
 
   The head dim's rotation pairs are split over the axes: the spatial axes get pairs // (A) each and time
   gets the rest.
@@ -108,17 +109,18 @@ def rope_angles(positions_LxA: jax.Array, head_dim: int, theta: float) -> jax.Ar
     if n == 0:
       continue
     freqs = theta ** (-jnp.arange(n, dtype=jnp.float32) / n)
-    angles.append(positions_LxA[:, axis:axis + 1].astype(jnp.float32) * freqs[None, :])
+    angles.append(positions_LxA[..., axis:axis + 1].astype(jnp.float32) * freqs)
   return jnp.concatenate(angles, axis=-1)
 
 
 def apply_rope(x_BxLxHxDh: jax.Array, angles_LxP: jax.Array) -> jax.Array:
-  """Rotates the first L' = angles.shape[0] tokens of x (rotate-half convention); later tokens pass."""
-  n = angles_LxP.shape[0]
+  """Rotates the first L' = angles.shape[-2] tokens of x (rotate-half convention); later tokens pass.
+  Angles [L', P] are shared by all rows, [B, L', P] are per row."""
+  n = angles_LxP.shape[-2]
   head, tail = x_BxLxHxDh[:, :n], x_BxLxHxDh[:, n:]
   pairs = angles_LxP.shape[-1]
   x1, x2 = head[..., :pairs].astype(jnp.float32), head[..., pairs:].astype(jnp.float32)
-  cos, sin = jnp.cos(angles_LxP)[None, :, None, :], jnp.sin(angles_LxP)[None, :, None, :]
+  cos, sin = jnp.cos(angles_LxP)[..., None, :], jnp.sin(angles_LxP)[..., None, :]   # [(B,) L', 1, P]
   rotated = jnp.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1).astype(x_BxLxHxDh.dtype)
   return jnp.concatenate([rotated, tail], axis=1)
 
@@ -343,7 +345,7 @@ class DiTBlock(nnx.Module):
 
     # RoPE covers the segments that carry positions, which come first.
     ropes = [s.rope for s in segments if s.rope is not None]
-    rope = jnp.concatenate(ropes, axis=0) if ropes else None
+    rope = jnp.concatenate(ropes, axis=-2) if ropes else None
     h = self.attn(modulated(self.norm_attn, 0, 1), key_mask_BxK=key_mask_BxL, rope_angles_LxP=rope,
                   local_context=local_context)
     xs = gated(self.post_attn(h), 2)

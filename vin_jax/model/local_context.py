@@ -44,6 +44,9 @@ class LocalContext:
   axis_name: str | None = None
   head_dim: int = 0
   rope_theta: float = 10000.0
+  # Masked training (train.mask_ratio): the window's kept context tokens, its first ones (-1: all of them,
+  # context_patches * tokens_per_patch).
+  context_tokens: int = -1
 
   def keys_values(self, k_BxKxHxDh, v_BxKxHxDh, key_mask_BxK):
     """Self-attention keys and values of a block (own window tokens first, then the global tokens) ->
@@ -62,6 +65,7 @@ class LocalContext:
 
   def _stop_context(self, x_BxKxHxDh):
     n = self.context_patches * self.tokens_per_patch   # the window's first tokens are its context frames
+    n = n if self.context_tokens < 0 else self.context_tokens
     return jnp.concatenate([jax.lax.stop_gradient(x_BxKxHxDh[:, :n]), x_BxKxHxDh[:, n:]], axis=1)
 
   def neighbour_halo(self, k_BxKxHxDh, v_BxKxHxDh):
