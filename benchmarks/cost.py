@@ -33,9 +33,12 @@ QUICK_LENGTHS = (40, 80)
 
 
 def paper_config():
-  """configs/paper.py as is (data.video_dir set to a dummy so that validate passes; nothing reads data)."""
+  """configs/paper.py as is (data.video_dir and the VAE's weights set to dummies so that validate passes;
+  nothing reads data or runs the VAE: the sampler step works on latents)."""
   config = config_lib.load_config_file(os.path.join(REPO, "configs", "paper.py"))
   config.data.video_dir = "/unused"
+  config.autoencoder.weights = "/unused"
+  config.data.latents = True          # precomputed T5 text, as paper.py trains
   config_lib.validate(config)
   return config
 
