@@ -393,11 +393,14 @@ def run_blocks(blocks, segments: list[Segment], *args, remat: str = "none"):
   segments = _residual_dtype(segments)
   if isinstance(blocks, DiTBlock):
     return _scan_blocks(blocks, segments, args, remat, policy)
-  apply = lambda block, segs, *rest: block(segs, *rest)
-  if remat != "none":
-    apply = nnx.remat(apply, policy=policy)
   for block in blocks:
-    segments = apply(block, segments, *args)
+    if remat == "none":
+      segments = block(segments, *args)
+      continue
+    # Pure in the block's state (split / merge), as the scanned path: nnx.remat would write the block's
+    # variables back, which fails when the call sits inside a lax.scan of the sampler's steps.
+    graphdef, state = nnx.split(block)
+    segments = jax.checkpoint(lambda st, segs: nnx.merge(graphdef, st)(segs, *args), policy=policy)(state, segments)
   return segments
 
 
