@@ -15,3 +15,11 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")
 # Upper bound for one subprocess (a CLI run, a two-process job) before a test calls it hung. A liveness bound
 # only: passing tests never wait for it, and a slow 2-core CI machine under load must stay well inside it.
 SUBPROCESS_TIMEOUT_SECONDS = 900
+
+
+def one_device_env() -> dict:
+  """The environment of a CLI subprocess run as a user would: one CPU device (without the 8 forced here)."""
+  env = dict(os.environ)
+  env.pop("XLA_FLAGS", None)
+  env["JAX_PLATFORMS"] = "cpu"
+  return env

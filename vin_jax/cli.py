@@ -135,9 +135,9 @@ def _given_frames(config, num_chunks: int, num: int, *, image, condition_video, 
             f"{config.diffusion.get('clean_every', 0)} (interpolation models have 2)", flush=True)
     frames = video_io.read_video_resized(interpolate, h, w, fps / 2)
     return sampling.interpolation_condition(config, frames, num, num_chunks)
+  except config_lib.ConfigError:
+    raise
   except (FileNotFoundError, ValueError) as error:
-    if isinstance(error, config_lib.ConfigError):
-      raise
     raise InputError(str(error)) from error
 
 

@@ -2,7 +2,6 @@
 the DiT sees only the kept tokens of each window, dropped tokens do not reach the loss, the step is cheaper,
 mask_ratio=0 is the unmasked loss, the train loop ends unmasked, and a sharded run drops what one device does."""
 import json
-import os
 import pathlib
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from vin_jax import train as train_lib
 from vin_jax.model import ModelDef, layers, masking
 from vin_jax.parallel import mesh as mesh_lib
 
-from tests.conftest import REPO, SUBPROCESS_TIMEOUT_SECONDS
+from tests.conftest import REPO, SUBPROCESS_TIMEOUT_SECONDS, one_device_env
 from tests.model.helpers import perturbed_params, random_inputs, tiny_test_config, train_batch
 
 
@@ -127,13 +126,6 @@ def test_masked_loss_has_gradients_through_kept_tokens():
   assert sum(float(jnp.abs(g).sum()) for g in jax.tree.leaves(grads["vin"])) > 0
 
 
-def _env():
-  env = dict(os.environ)
-  env.pop("XLA_FLAGS", None)  # one device, as a user's run
-  env["JAX_PLATFORMS"] = "cpu"
-  return env
-
-
 def test_unmask_finetune_steps_switches_the_step(tmp_path):
   workdir = tmp_path / "run"
   subprocess.run([sys.executable, "-m", "vin_jax.main", "train", "--config=configs/tiny.py:test",
@@ -141,7 +133,7 @@ def test_unmask_finetune_steps_switches_the_step(tmp_path):
                   "--config.data.bucket_chunks=(2,)", "--config.data.bucket_weights=(1.0,)",
                   "--config.train.steps=4", "--config.train.log_every=1", "--config.train.mask_ratio=0.5",
                   "--config.train.unmask_finetune_steps=2"],
-                 cwd=REPO, env=_env(), check=True, capture_output=True, timeout=SUBPROCESS_TIMEOUT_SECONDS)
+                 cwd=REPO, env=one_device_env(), check=True, capture_output=True, timeout=SUBPROCESS_TIMEOUT_SECONDS)
   records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
   assert {r["step"]: r["mask_ratio"] for r in records} == {1: 0.5, 2: 0.5, 3: 0.0, 4: 0.0}
   assert all(np.isfinite(r["loss"]) for r in records)

@@ -1,7 +1,6 @@
 """Training restarts: a SIGKILLed run resumes to the same losses and parameters as an uninterrupted one;
 a non-finite loss stops the run and leaves the last good checkpoint intact; SIGTERM saves and exits."""
 import json
-import os
 import pathlib
 import re
 import signal
@@ -12,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, SUBPROCESS_TIMEOUT_SECONDS
+from tests.conftest import REPO, SUBPROCESS_TIMEOUT_SECONDS, one_device_env
 
 STEPS, CHECKPOINT_EVERY = 300, 30   # long enough after the first checkpoint to be killed mid-run
 COMMON = ["--config.data.bucket_chunks=(2,)", "--config.data.bucket_weights=(1.0,)", "--config.train.log_every=1",
@@ -22,13 +21,6 @@ COMMON = ["--config.data.bucket_chunks=(2,)", "--config.data.bucket_weights=(1.0
 def _command(workdir, data_dir, *extra):
   return [sys.executable, "-m", "vin_jax.main", "train", "--config=configs/tiny.py:test", f"--workdir={workdir}",
           f"--config.data.data_dir={data_dir}", *COMMON, *extra]
-
-
-def _env():
-  env = dict(os.environ)
-  env.pop("XLA_FLAGS", None)  # one device, as a user's run
-  env["JAX_PLATFORMS"] = "cpu"
-  return env
 
 
 def _losses(workdir):
@@ -48,7 +40,7 @@ def _final_params(workdir):
 def data_dir(tmp_path_factory):
   path = tmp_path_factory.mktemp("data")
   subprocess.run([sys.executable, "-m", "vin_jax.main", "data", "--config=configs/tiny.py:test",
-                  "--workdir=unused", f"--config.data.data_dir={path}"], cwd=REPO, env=_env(), check=True,
+                  "--workdir=unused", f"--config.data.data_dir={path}"], cwd=REPO, env=one_device_env(), check=True,
                  capture_output=True)
   return path
 
@@ -74,13 +66,13 @@ def _kill_after_checkpoint(process, workdir, min_step):
 
 def test_resume_after_sigkill_is_exact(tmp_path, data_dir):
   straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-  subprocess.run(_command(straight, data_dir), cwd=REPO, env=_env(), check=True, capture_output=True)
+  subprocess.run(_command(straight, data_dir), cwd=REPO, env=one_device_env(), check=True, capture_output=True)
 
-  process = subprocess.Popen(_command(resumed, data_dir), cwd=REPO, env=_env(), stdout=subprocess.DEVNULL,
+  process = subprocess.Popen(_command(resumed, data_dir), cwd=REPO, env=one_device_env(), stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
   killed_at = _kill_after_checkpoint(process, resumed, CHECKPOINT_EVERY + 2)
   assert CHECKPOINT_EVERY < killed_at < STEPS
-  rerun = subprocess.run(_command(resumed, data_dir), cwd=REPO, env=_env(), check=True, capture_output=True,
+  rerun = subprocess.run(_command(resumed, data_dir), cwd=REPO, env=one_device_env(), check=True, capture_output=True,
                          text=True)
   resumed_from = int(re.search(r"resumed from step (\d+)", rerun.stdout).group(1))
   assert resumed_from % CHECKPOINT_EVERY == 0 and CHECKPOINT_EVERY <= resumed_from <= killed_at
@@ -104,7 +96,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, data
   workdir = tmp_path / "nan"
   run = subprocess.run(_command(workdir, data_dir, "--config.train.learning_rate=1e30",
                                 "--config.train.warmup_steps=0", "--config.train.checkpoint_every=1"),
-                       cwd=REPO, env=_env(), capture_output=True, text=True)
+                       cwd=REPO, env=one_device_env(), capture_output=True, text=True)
   assert run.returncode != 0
   assert "stopping" in run.stderr and "last good checkpoint" in run.stderr
   step, params = _final_params(workdir)
@@ -116,7 +108,7 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path, data_dir):
   workdir = tmp_path / "term"
   process = subprocess.Popen(_command(workdir, data_dir, "--config.train.steps=100000",
                                       "--config.train.checkpoint_every=100000"),
-                             cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                             cwd=REPO, env=one_device_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
   metrics = workdir / "metrics.jsonl"
   deadline = time.time() + 300
   while not (metrics.exists() and metrics.read_text().count("\n") >= 3) and time.time() < deadline:

@@ -133,14 +133,12 @@ def sample_parallel(model, schedule: Schedule, settings: SamplerSettings, noise_
   """
   ts = schedule.timesteps(settings.num_steps)
   b, n, f = noise_BxNxFx___.shape[:3]
-  given = clean_mask_BxNxF is not None
-  if not given:
+  joint = uses_joint_guidance(settings, clean_mask_BxNxF)
+  if clean_mask_BxNxF is None:
     clean_mask_BxNxF = jnp.zeros((b, n, f), bool)
     clean_x0 = jnp.zeros_like(noise_BxNxFx___)
   hold = clean_mask_BxNxF.reshape(clean_mask_BxNxF.shape + (1,) * (noise_BxNxFx___.ndim - 3))
   context = model.context_frames(settings.context_frames, settings.full)   # frames recomputed per window
-
-  joint = uses_joint_guidance(settings, clean_mask_BxNxF if given else None)
 
   def body(x, i):
     step = settings.num_steps - i
