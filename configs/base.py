@@ -31,6 +31,15 @@ def base_config() -> ml_collections.ConfigDict:
   # paper; layers.MicroConditionEmbedder). The denoiser's `micro_BxK` [B, 3] (fps, height, width in pixels)
   # gives them per row; without it every row takes data.fps, data.height, data.width.
   c.model.micro_conditions = False
+  # Self-attention layout of the DiT blocks: "joint" (the paper: all window tokens and the global tokens attend
+  # to each other) | "factorised" (STIV's spatial-temporal layout, beyond the VIN paper: attention inside each
+  # frame, with the global tokens, then along time at each position; vin_jax/model/factorised.py).
+  c.model.attention_layout = "joint"
+  # How the DiT treats the global tokens: "joint" (the paper's [X_t^i, Z_t]: processed with the window's tokens
+  # in every block, outputs dropped) | "keys_values" (beyond the paper: only keys and values of the windows'
+  # self-attention, never updated by the DiT; saves the global tokens' queries, text attention and MLP in every
+  # window, ~G / (window tokens) of the DiT's linear FLOPs).
+  c.model.global_tokens_in_dit = "joint"
 
   # The Video Interface Network: global tokens from keyframes of the noisy video.
   c.vin = ml_collections.ConfigDict()

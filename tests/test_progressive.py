@@ -56,3 +56,32 @@ def test_inflation_refuses_what_is_not_a_temporal_inflation():
   assert init_from.inflated("dit.patch_embed.kernel", kernel, (96, 16)) is None   # another axis changed
   assert init_from.inflated("dit.blocks.0.attn.qkv.kernel", kernel, (96, 32)) is None   # not inflatable
   np.testing.assert_allclose(init_from.inflated("dit.patch_embed.kernel", kernel, (96, 32)), 0.5)
+
+
+def test_a_factorised_video_model_from_an_image_model_predicts_the_image_at_every_time_patch():
+  """STIV's recipe: the image model's weights, the temporal attention new (reported) and gated at zero, so a
+  window of several time patches of one repeated image gives the image model's prediction at each of them."""
+  image_config, video_config = _image_and_video_configs()
+  video_config.model.attention_layout = "factorised"
+  video_config.chunking.chunk_frames = 2 * video_config.model.temporal_patch       # two time patches
+  video_config.chunking.keyframe_seconds = video_config.chunking.chunk_frames / video_config.data.fps
+  config_lib.validate(video_config)
+  image_def, video_def = ModelDef(image_config), ModelDef(video_config)
+  image_params = perturbed_params(image_def)
+  source = init_from.Source("image", "export", 7, "ema",
+                            {n: np.asarray(x) for n, x in names.flatten(image_params).items()})
+  params, report = init_from.merge(video_def.init(jax.random.key(5)), source)
+  new = {row["name"].split(".", 3)[-1].split(".")[0] for row in report["new"]}
+  assert new == {"temporal_attn", "post_temporal", "temporal_table"}, report["new"]
+  assert report["counts"]["shape_mismatch"] == 0
+
+  h, w, c = config_lib.latent_shape(image_config)
+  frame = jax.random.normal(jax.random.key(1), (2, 1, 1, h, w, c))
+  text = jnp.asarray(tokenizer.tokenize(["one red square", "two sprites"], image_config.text.max_length))
+  t = jnp.full((2, 1, 1), 0.6)
+  image_pred, _ = image_def.bind(image_params)(frame, t, text, context_frames=0)
+  f = video_config.chunking.chunk_frames
+  video_pred, _ = video_def.bind(params)(jnp.repeat(frame, f, axis=2), jnp.repeat(t, f, axis=2), text,
+                                         context_frames=0)
+  for k in range(f):
+    np.testing.assert_allclose(np.asarray(video_pred[:, :, k]), np.asarray(image_pred[:, :, 0]), atol=1e-5)

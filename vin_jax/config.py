@@ -95,6 +95,8 @@ _CHOICES = {
     "model.dtype": ("float32", "bfloat16"),
     "model.attention": ("auto", "einsum", "blocked", "xla", "cudnn", "splash"),
     "model.remat": ("none", "full", "dots"),
+    "model.attention_layout": ("joint", "factorised"),
+    "model.global_tokens_in_dit": ("joint", "keys_values"),
     "autoencoder.kind": ("patch", "sd_vae", "wan_vae"),
     "text.encoder": ("bytes", "t5", "precomputed"),
     "autoencoder.dtype": ("float32", "bfloat16"),
@@ -112,7 +114,8 @@ _CHOICES = {
 
 
 # Fields a config.json saved before they existed lacks; validation and the loaders take their defaults.
-_ADDED_LATER = ("chunking.context_mode", "autoencoder.dtype")
+_ADDED_LATER = ("chunking.context_mode", "autoencoder.dtype", "model.attention_layout",
+                "model.global_tokens_in_dit")
 
 
 def get_field(config, dotted: str):
@@ -198,6 +201,9 @@ def validate(config, num_devices: int | None = None, *, purpose: str = "train") 
     if config.train.mask_ratio > 0 and config.chunking.get("context_mode", "recompute") != "recompute":
       fail("train.mask_ratio", "needs chunking.context_mode='recompute' (shared context reads the previous "
            "chunk's keys of tokens that masking drops)")
+    if config.train.mask_ratio > 0 and config.model.get("attention_layout", "joint") != "joint":
+      fail("train.mask_ratio", "needs model.attention_layout='joint': masked training keeps a random subset of "
+           "tokens, which no longer forms the frames and positions the factorised attention runs along")
   if "unmask_finetune_steps" in config.train:
     u = config.train.unmask_finetune_steps
     if u != int(u) or not 0 <= u <= config.train.steps:

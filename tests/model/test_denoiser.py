@@ -31,13 +31,15 @@ def test_chunk_losses_send_gradient_into_the_vin():
     assert float(optax.tree.norm(grads["vin"][name])) > 0.0, name
 
 
-@pytest.mark.parametrize("mode", ["recompute", "shared"])
-def test_stop_gradient_isolates_windows_from_their_context(mode):
+@pytest.mark.parametrize("mode, layout", [("recompute", "joint"), ("shared", "joint"), ("recompute", "factorised"),
+                                          ("shared", "factorised")])
+def test_stop_gradient_isolates_windows_from_their_context(mode, layout):
   """With stop-gradient on, window i's loss sends nothing into chunk i-1 (global tokens held fixed): the
-  context's keys and values (recomputed in the window, or the neighbour's own) carry no gradient."""
+  context's keys and values (recomputed in the window, or the neighbour's own) carry no gradient; in the
+  factorised layout (model/factorised.py) the context meets the window in the temporal attention."""
   for stop in (True, False):
     config = tiny_test_config(**{"chunking.stop_gradient_context": stop, "chunking.context_mode": mode,
-                                 "sampling.fusion": "none"})
+                                 "sampling.fusion": "none", "model.attention_layout": layout})
     model_def = ModelDef(config)
     params = perturbed_params(model_def)
     x, t, text = random_inputs(config)

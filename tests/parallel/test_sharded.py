@@ -222,3 +222,20 @@ def test_joint_guidance_and_video_prediction_sharded_match_single_device(referen
   np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5, rtol=1e-5)
   flat = np.asarray(got).reshape(BATCH, NUM_CHUNKS * f, h, w, c)
   np.testing.assert_allclose(flat[:, :f + 2], given, atol=1e-6)
+
+
+def test_factorised_layout_with_keys_values_tokens_sharded_matches_single_device():
+  """model.attention_layout='factorised' with model.global_tokens_in_dit='keys_values' and shared context: the
+  temporal attention's halo crosses devices; loss and gradients on mesh.chunk=4 equal one device's."""
+  options = {"model.attention_layout": "factorised", "model.global_tokens_in_dit": "keys_values"}
+  single = config_lib.override(_shared(_config()), options)
+  params = perturbed_params(train_lib.ModelDef(single))
+  batch = _batch(single)
+  loss, grads = _grads(single, None, params, batch, jax.random.key(1))
+  axes = dict(data=2, chunk=4)
+  mesh = mesh_lib.make_mesh(_config(**axes))
+  sharded_loss, sharded_grads = _grads(config_lib.override(_shared(_config(**axes)), options), mesh, params,
+                                       mesh_lib.global_batch(batch, mesh), jax.random.key(1))
+  np.testing.assert_allclose(sharded_loss, loss, rtol=1e-5)
+  _close(sharded_grads, grads)
+  assert float(jnp.abs(grads["dit"]["blocks"][0]["temporal_attn"]["q"]["kernel"]).max()) > 0

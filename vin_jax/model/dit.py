@@ -14,7 +14,7 @@ import numpy as np
 from flax import nnx
 
 from vin_jax import config as config_lib
-from vin_jax.model import layers
+from vin_jax.model import factorised, layers
 
 
 class WindowDiT(nnx.Module):
@@ -35,9 +35,14 @@ class WindowDiT(nnx.Module):
     self.micro = layers.MicroConditionEmbedder(width, rngs=rngs) if m.get("micro_conditions", False) else None
     self.adaln = layers.SharedAdaLN(width, 6, rngs=rngs)
     self.global_proj = nnx.Linear(config.vin.width, width, dtype=dtype, rngs=rngs) if use_global_tokens else None
+    # model.attention_layout (STIV's "factorised": spatial then temporal attention, `model/factorised.py`).
+    block = factorised.block_class(m.get("attention_layout", "joint"))
     self.blocks = layers.make_blocks(
-        lambda r: layers.DiTBlock(width, m.num_heads, m.mlp_ratio, config.text.width, rngs=r, dtype=dtype,
-                                  attention_kind=m.attention), m.depth, rngs, stacked=m.scan_layers)
+        lambda r: block(width, m.num_heads, m.mlp_ratio, config.text.width, rngs=r, dtype=dtype,
+                        attention_kind=m.attention), m.depth, rngs, stacked=m.scan_layers)
+    # model.global_tokens_in_dit: "joint" (the paper) updates the global tokens in every block; "keys_values"
+    # (beyond the paper) makes them keys and values of the windows' self-attention only.
+    self.global_queries = m.get("global_tokens_in_dit", "joint") == "joint"
     self.remat = m.remat
     self.final_adaln = layers.SharedAdaLN(width, 2, rngs=rngs)
     self.final_table = nnx.Param(jnp.zeros((2, width), jnp.float32))
@@ -104,7 +109,7 @@ class WindowDiT(nnx.Module):
       t_video_emb = self.time(t_video_B)
       if micro is not None:
         t_video_emb = t_video_emb + micro
-      segments.append(layers.Segment(g[:, None], self.adaln(t_video_emb)[:, None]))
+      segments.append(layers.Segment(g[:, None], self.adaln(t_video_emb)[:, None], queries=self.global_queries))
       key_mask = jnp.concatenate([key_mask, jnp.ones(g.shape[:2], bool)], axis=1)
     context = None if local_context is None else local_context(s, tp, self.head_dim, self.rope_theta)
     if context is not None and keep_BxK is not None:

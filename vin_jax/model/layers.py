@@ -175,14 +175,16 @@ class Attention(nnx.Module):
     return self.out(o_BxQxHxDh.reshape(*o_BxQxHxDh.shape[:2], -1))
 
   def __call__(self, x_BxQxD, context_BxKxD=None, *, key_mask_BxK=None, rope_angles_LxP=None,
-               local_context=None):
+               local_context=None, keys_only_BxMxD=None):
     """Self-attention (context None) or cross-attention. RoPE applies to self-attention only.
 
     `local_context` (a `local_context.LocalContext`, self-attention only) adds or stops the keys and
-    values of the previous chunk's frames (chunking.context_mode)."""
+    values of the previous chunk's frames (chunking.context_mode). `keys_only_BxMxD` (self-attention only):
+    tokens that are keys and values after the queries' own, but not queries (key_mask covers Q + M)."""
     if context_BxKxD is None:
       q = self.project_q(x_BxQxD, rope_angles_LxP)
-      k, v = self.project_kv(x_BxQxD, rope_angles_LxP)
+      kv_in = x_BxQxD if keys_only_BxMxD is None else jnp.concatenate([x_BxQxD, keys_only_BxMxD], axis=1)
+      k, v = self.project_kv(kv_in, rope_angles_LxP)
       if local_context is not None:
         k, v, key_mask_BxK = local_context.keys_values(k, v, key_mask_BxK)
     else:
@@ -284,26 +286,30 @@ class Segment:
   """A group of tokens sharing a modulation per leading group: tokens [B, T, S, D], mod [B, T, M, D].
 
   A DiT window is one segment with T frames of S spatial tokens; the global tokens are a segment with T=1.
+  `queries=False` (model.global_tokens_in_dit="keys_values"): the segment's tokens are only keys and values
+  of the blocks' self-attention; no block updates them. Such segments come after the query segments.
   A pytree, so that a block over segments can be rematerialised.
   """
 
-  def __init__(self, x_BxTxSxD, mod_BxTxMxD, rope_LxP=None):
-    self.x, self.mod, self.rope = x_BxTxSxD, mod_BxTxMxD, rope_LxP
+  def __init__(self, x_BxTxSxD, mod_BxTxMxD, rope_LxP=None, *, queries: bool = True):
+    self.x, self.mod, self.rope, self.queries = x_BxTxSxD, mod_BxTxMxD, rope_LxP, queries
+
+  def with_x(self, x_BxTxSxD) -> "Segment":
+    return Segment(x_BxTxSxD, self.mod, self.rope, queries=self.queries)
 
   def tree_flatten(self):
-    return (self.x, self.mod, self.rope), None
+    return (self.x, self.mod, self.rope), self.queries
 
   @classmethod
-  def tree_unflatten(cls, aux, children):
-    del aux
-    return cls(*children)
+  def tree_unflatten(cls, queries, children):
+    return cls(*children, queries=queries)
 
 
-def _flatten(xs: Sequence[jax.Array]) -> jax.Array:
+def flatten_tokens(xs: Sequence[jax.Array]) -> jax.Array:
   return jnp.concatenate([x.reshape(x.shape[0], -1, x.shape[-1]) for x in xs], axis=1)
 
 
-def _split(x_BxLxD, shapes):
+def split_tokens(x_BxLxD, shapes):
   outs, start = [], 0
   for shape in shapes:
     n = shape[1] * shape[2]
@@ -316,6 +322,8 @@ class DiTBlock(nnx.Module):
   """Joint self-attention over all segments, cross-attention to text, MLP; sandwich norm; AdaLN-single.
 
   Modulation rows: 0 shift_attn, 1 scale_attn, 2 gate_attn, 3 shift_mlp, 4 scale_mlp, 5 gate_mlp.
+  Segments with `queries=False` are keys and values of the self-attention only, and pass unchanged.
+  `model/factorised.py` subclasses it with STIV's spatial-then-temporal self-attention.
   """
 
   def __init__(self, width: int, num_heads: int, mlp_ratio: float, text_width: int, *, rngs: nnx.Rngs,
@@ -332,31 +340,44 @@ class DiTBlock(nnx.Module):
 
   def __call__(self, segments: list[Segment], text_BxLtxDt, text_mask_BxLt, key_mask_BxL=None,
                local_context=None):
-    segments = [Segment(mesh_lib.rows_over_auto_batch_axes(s.x), s.mod, s.rope) for s in segments]
-    shapes = [s.x.shape for s in segments]
+    segments = [s.with_x(mesh_lib.rows_over_auto_batch_axes(s.x)) for s in segments]
+    flags = [s.queries for s in segments]
+    if flags != sorted(flags, reverse=True):
+      raise ValueError("segments with queries=False (keys and values only) must come after the query segments")
     mods = [s.mod + self.table[...] for s in segments]
+    queried = [s.with_x(x) for s, x in zip(segments, self.self_attention(segments, mods, key_mask_BxL,
+                                                                           local_context))]
+    shapes = [s.x.shape for s in queried]
+    qmods = mods[:len(queried)]
+    x = flatten_tokens([s.x for s in queried])
+    x = x + self.cross(self.norm_cross(x), text_BxLtxDt, key_mask_BxK=text_mask_BxLt)
+    xs = split_tokens(x, shapes)
+    h = self.mlp(flatten_tokens(modulated(self.norm_mlp, xs, qmods, 3, 4)))
+    xs = [x_ + u * m[:, :, None, 5] for x_, u, m in zip(xs, split_tokens(self.post_mlp(h), shapes), qmods)]
+    out = [s.with_x(x_) for s, x_ in zip(queried, xs)] + segments[len(queried):]
+    return [s.with_x(mesh_lib.rows_over_auto_batch_axes(s.x)) for s in out]
 
-    def modulated(norm, shift_row, scale_row):
-      return _flatten([norm(s.x) * (1 + m[:, :, None, scale_row]) + m[:, :, None, shift_row]
-                       for s, m in zip(segments, mods)])
+  def self_attention(self, segments: list[Segment], mods, key_mask_BxL, local_context) -> list[jax.Array]:
+    """The query segments' tokens after the self-attention's residual update, [B, T, S, D] each.
 
-    def gated(update_BxLxD, gate_row):
-      return [s.x + u * m[:, :, None, gate_row] for s, u, m in zip(segments, _split(update_BxLxD, shapes), mods)]
-
+    Joint: every query token attends to every token (keys_values-only segments' included), the local
+    context's keys and values too."""
+    h = modulated(self.norm_attn, [s.x for s in segments], mods, 0, 1)
+    queried = [s for s in segments if s.queries]
+    n = len(queried)
     # RoPE covers the segments that carry positions, which come first.
     ropes = [s.rope for s in segments if s.rope is not None]
     rope = jnp.concatenate(ropes, axis=-2) if ropes else None
-    h = self.attn(modulated(self.norm_attn, 0, 1), key_mask_BxK=key_mask_BxL, rope_angles_LxP=rope,
-                  local_context=local_context)
-    xs = gated(self.post_attn(h), 2)
-    x = _flatten(xs)
-    x = x + self.cross(self.norm_cross(x), text_BxLtxDt, key_mask_BxK=text_mask_BxLt)
-    xs = _split(x, shapes)
-    segments = [Segment(x_, s.mod, s.rope) for x_, s in zip(xs, segments)]
-    mods = [s.mod + self.table[...] for s in segments]
-    h = self.mlp(modulated(self.norm_mlp, 3, 4))
-    xs = gated(self.post_mlp(h), 5)
-    return [Segment(mesh_lib.rows_over_auto_batch_axes(x_), s.mod, s.rope) for x_, s in zip(xs, segments)]
+    extra = flatten_tokens(h[n:]) if len(h) > n else None
+    out = self.attn(flatten_tokens(h[:n]), key_mask_BxK=key_mask_BxL, rope_angles_LxP=rope, local_context=local_context,
+                    keys_only_BxMxD=extra)
+    updates = split_tokens(self.post_attn(out), [s.x.shape for s in queried])
+    return [s.x + u * m[:, :, None, 2] for s, u, m in zip(queried, updates, mods)]
+
+
+def modulated(norm, xs: Sequence[jax.Array], mods: Sequence[jax.Array], shift_row: int, scale_row: int):
+  """AdaLN: norm(x) * (1 + scale) + shift for each segment's tokens [B, T, S, D] and modulation [B, T, M, D]."""
+  return [norm(x) * (1 + m[:, :, None, scale_row]) + m[:, :, None, shift_row] for x, m in zip(xs, mods)]
 
 
 def make_blocks(make_block, depth: int, rngs: nnx.Rngs, *, stacked: bool = False):
@@ -382,7 +403,7 @@ def _remat_policy(remat: str):
 def _residual_dtype(segments: list[Segment]) -> list[Segment]:
   """Tokens in the dtype a block returns (a bf16 residual meets fp32 modulations: fp32), so that every
   block, unrolled or scanned, sees the same carry dtype."""
-  return [Segment(s.x.astype(jnp.promote_types(s.x.dtype, s.mod.dtype)), s.mod, s.rope) for s in segments]
+  return [s.with_x(s.x.astype(jnp.promote_types(s.x.dtype, s.mod.dtype))) for s in segments]
 
 
 def run_blocks(blocks, segments: list[Segment], *args, remat: str = "none"):
@@ -423,7 +444,7 @@ def _vary_like_the_block(segments: list[Segment], inputs) -> list[Segment]:
   carry must keep its type, so the tokens enter already varying over all of those axes."""
   leaves = jax.tree.leaves((segments, inputs))
   axes = frozenset().union(*(_varying_axes(x) for x in leaves))
-  return [Segment(_vary_over(seg.x, axes), seg.mod, seg.rope) for seg in segments]
+  return [seg.with_x(_vary_over(seg.x, axes)) for seg in segments]
 
 
 def vary_like(x, like):
