@@ -4,7 +4,7 @@ A paper-shaped model (configs/paper.py's structure, scaled down so that it compi
 at each video length; the analytic model (vin_jax.evaluation.flops) is checked against XLA's count. Then the
 analytic table for configs/paper.py itself. Run:
 
-  python benchmarks/cost.py [--lengths 40,80,160,320] [--quick]
+  python benchmarks/cost.py [--lengths 40,80,160,320] [--quick] [--no_paper_xla]
 
 What the paper-shaped model keeps from configs/paper.py: chunks of 20 latent frames, 12 context frames at
 inference, keyframes every 5 latent frames (1.0 s at 16 fps, 16 pixel -> 5 latent frames), spatial patch 2,
@@ -15,6 +15,9 @@ the VIN 4096 wide with 32 heads and 4 processor blocks -> 256 with 8 heads and 1
 512 -> 32 (the same ~2 frames' worth of tokens), text width 1152 -> 64, T5 width 4096 -> 256, bfloat16 ->
 float32, and guidance 7.5 -> 1 (no CFG doubling; the paper table below keeps 7.5, i.e. 2 model rows).
 Tokens per frame over DiT width stays ~0.2, so attention's share of the DiT is close to the paper's.
+Last, configs/paper.py at its own dimensions, analytic and XLA-counted (depth 1 and 2 compiled, extrapolated to
+28 blocks), for full attention, VIN, VIN with shared context, and shared context with keys_values global
+tokens (both beyond the paper), against issue #14's goals.
 """
 from __future__ import annotations
 
@@ -115,37 +118,72 @@ def print_measured(rows):
           f"| {vx['flops'] / f / 1e9:.4f} | {vx['memory_bytes'] / fx['memory_bytes']:.3f} |")
 
 
+# The variants of configs/paper.py that the paper tables compare with full attention.
+PAPER_VARIANTS = {
+    "vin": {},
+    "vin shared": {"chunking.context_mode": "shared", "sampling.fusion": "none"},
+    "vin shared, keys_values": {"chunking.context_mode": "shared", "sampling.fusion": "none",
+                                "model.global_tokens_in_dit": "keys_values"},
+}
+# Issue #14's goals for VIN shared / full at 80 / 160 / 320 latent frames.
+GOALS = {80: 0.6, 160: 0.35, 320: 0.2}
+
+
+def variant_config(config, name: str):
+  """`config` with PAPER_VARIANTS[name]'s overrides (beyond the paper: shared context, keys_values tokens)."""
+  variant = config_lib.override(config.copy_and_resolve_references(), PAPER_VARIANTS[name])
+  config_lib.validate(variant)
+  return variant
+
+
 def print_paper(config, lengths):
   rows_per_video = 2 if config.sampling.guidance_scale != 1.0 else 1
   print(f"\nconfigs/paper.py, analytic only: TFLOP per sampling step (batch 1; guidance "
         f"{config.sampling.guidance_scale} -> {rows_per_video} model rows per video)")
   print("| latent frames | vin | no_global | full | autoregressive | VIN / full | VIN shared / full "
-        "| VIN TFLOP / frame | VIN network share of vin | matmul share of vin |")
-  print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-  shared = shared_context_config(config)
+        "| VIN shared, keys_values / full | VIN TFLOP / frame | VIN network share of vin | matmul share of vin |")
+  print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+  shared, kv = (variant_config(config, name) for name in ("vin shared", "vin shared, keys_values"))
   for frames in lengths:
     n = chunks_for(config, frames)
     r = {m: flops.sampling_step_flops(config, m, n) for m in flops.METHODS}
-    v = r["vin"]
-    vs = flops.sampling_step_flops(shared, "vin", n)
+    v, full = r["vin"], r["full"]["total"]
+    vs, vk = (flops.sampling_step_flops(c, "vin", n)["total"] for c in (shared, kv))
     print(f"| {frames} | {v['total'] / 1e12:.1f} | {r['no_global']['total'] / 1e12:.1f} "
-          f"| {r['full']['total'] / 1e12:.1f} | {r['autoregressive']['total'] / 1e12:.1f} "
-          f"| {v['total'] / r['full']['total']:.3f} | {vs['total'] / r['full']['total']:.3f} "
+          f"| {full / 1e12:.1f} | {r['autoregressive']['total'] / 1e12:.1f} "
+          f"| {v['total'] / full:.3f} | {vs / full:.3f} | {vk / full:.3f} "
           f"| {v['per_frame'] / 1e12:.3f} | {v['vin'] / v['total']:.3f} | {v['matmul'] / v['total']:.3f} |")
 
 
-def shared_context_config(config):
-  """The same config with chunking.context_mode="shared" (no fusion: each frame has one prediction)."""
-  shared = config.copy_and_resolve_references()
-  shared.chunking.context_mode, shared.sampling.fusion = "shared", "none"
-  config_lib.validate(shared)
-  return shared
+def print_paper_xla(config, lengths):
+  """configs/paper.py at its own dimensions, counted by XLA (depth 1 and 2 compiled unrolled, extrapolated to
+  the 28 blocks: `flops.xla_depth_extrapolated_flops`) beside the analytic model."""
+  print("\nconfigs/paper.py at its own dimensions (d = 1152, 240 tokens a frame, chunk 20, inference context 12, "
+        "512 global tokens, CFG): TFLOP per sampling step, XLA from depth 1 and 2 extrapolated to 28")
+  print("| latent frames | variant | analytic TFLOP | XLA TFLOP | analytic / XLA | / full (analytic) "
+        "| / full (XLA) | goal (#14) |")
+  print("|---:|---|---:|---:|---:|---:|---:|---:|")
+  for frames in lengths:
+    n = chunks_for(config, frames)
+    full_a = flops.sampling_step_flops(config, "full", n)["total"]
+    full_x = flops.xla_depth_extrapolated_flops(config, "full", n)
+    print(f"| {frames} | full | {full_a / 1e12:.1f} | {full_x / 1e12:.1f} | {full_a / full_x:.3f} | 1 | 1 | |",
+          flush=True)
+    for name in PAPER_VARIANTS:
+      c = variant_config(config, name)
+      a = flops.sampling_step_flops(c, "vin", n)["total"]
+      x = flops.xla_depth_extrapolated_flops(c, "vin", n)
+      goal = GOALS.get(frames, "") if name != "vin" else ""
+      print(f"| {frames} | {name} | {a / 1e12:.1f} | {x / 1e12:.1f} | {a / x:.3f} | {a / full_a:.3f} "
+            f"| {x / full_x:.3f} | {goal} |", flush=True)
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--lengths", default=None, help="latent frames, comma separated (multiples of 20)")
   parser.add_argument("--quick", action="store_true", help=f"lengths {QUICK_LENGTHS} only")
+  parser.add_argument("--no_paper_xla", action="store_true",
+                      help="skip XLA's count of configs/paper.py at its own dimensions (depth 1, 2 extrapolated)")
   args = parser.parse_args()
   lengths = ([int(x) for x in args.lengths.split(",")] if args.lengths else
              list(QUICK_LENGTHS if args.quick else DEFAULT_LENGTHS))
@@ -156,9 +194,12 @@ def main():
         f"G={config.vin.num_global_tokens}, chunk {config.chunking.chunk_frames}, context "
         f"{config.chunking.inference_context_frames}, keyframe stride {config_lib.keyframe_stride(config)}")
   rows = measure(config, lengths)
-  rows += [(f, "vin shared", a, x) for f, _, a, x in measure(shared_context_config(config), lengths, ("vin",))]
+  for name in ("vin shared", "vin shared, keys_values"):
+    rows += [(f, name, a, x) for f, _, a, x in measure(variant_config(config, name), lengths, ("vin",))]
   print_measured(rows)
   print_paper(paper_config(), sorted(set(lengths) | set(DEFAULT_LENGTHS)))
+  if not args.no_paper_xla:
+    print_paper_xla(paper_config(), [f for f in lengths if f in GOALS] or sorted(GOALS))
   print(f"\n({time.perf_counter() - start:.0f} s)")
 
 

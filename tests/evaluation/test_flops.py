@@ -78,6 +78,34 @@ def test_shared_context_flops_match_xla_and_undercut_recompute(config, xla_flops
   assert measured < 0.9 * xla_flops("vin", num_chunks)   # no context frame is computed twice
 
 
+@pytest.mark.parametrize("overrides, method", [
+    ({"model.global_tokens_in_dit": "keys_values"}, "vin"),
+    ({"model.attention_layout": "factorised"}, "vin"),
+    ({"model.attention_layout": "factorised"}, "full"),
+    ({"model.attention_layout": "factorised", "model.global_tokens_in_dit": "keys_values",
+      "chunking.context_mode": "shared", "sampling.fusion": "none"}, "vin"),
+])
+def test_layout_options_flops_match_xla(config, overrides, method):
+  """The factorised layout and keys_values global tokens (model/factorised.py, DiTBlock) in the analytic model."""
+  variant = config_lib.override(config.copy_and_resolve_references(), overrides)
+  analytic = flops.sampling_step_flops(variant, method, LENGTHS[-1])["total"]
+  measured = flops.xla_sampling_step_cost(variant, method, LENGTHS[-1])["flops"]
+  assert analytic == pytest.approx(measured, rel=0.10), (overrides, method, analytic, measured)
+
+
+def test_paper_keys_values_global_tokens_cut_shared_vin_flops(paper):
+  """Not updating the 512 global tokens in the 28 blocks of every window saves their queries, text attention and
+  MLP; factorised attention is quadratic in tokens per frame, not per window."""
+  shared = _shared(paper)
+  kv = config_lib.override(shared.copy_and_resolve_references(), {"model.global_tokens_in_dit": "keys_values"})
+  fact = config_lib.override(paper.copy_and_resolve_references(), {"model.attention_layout": "factorised"})
+  for f in PAPER_FRAMES:
+    assert (flops.sampling_step_flops(kv, "vin", f // 20)["total"]
+            < 0.95 * flops.sampling_step_flops(shared, "vin", f // 20)["total"])
+  full = [flops.sampling_step_flops(fact, "full", f // 20)["total"] / f for f in PAPER_FRAMES]
+  assert max(full) / min(full) < 1.10, full   # per-frame cost of a factorised full window: flat in length
+
+
 def test_paper_shared_context_cuts_vin_flops(paper):
   shared = _shared(paper)
   for f in PAPER_FRAMES:

@@ -82,11 +82,11 @@ def attention_core(rows, q, k, heads, head_dim, masked) -> Cost:
 
 
 def attention(rows, q, width, heads, *, k=None, kv_width=None, rope_tokens=0, masked=False,
-              shared_keys=0) -> Cost:
+              shared_keys=0, keys_only=0) -> Cost:
   """layers.Attention: self-attention (k None) over q tokens, or cross-attention from q to k tokens.
   `shared_keys`: keys and values per row read from the previous chunk (context_mode="shared"): attended,
-  re-rotated, not projected."""
-  k = q if k is None else k
+  re-rotated, not projected. `keys_only`: self-attention keys and values that are not queries."""
+  k = q + keys_only if k is None else k
   kv_width = kv_width or width
   return total([linear(rows * q, width, width), rms_norm(rows * q * heads, width // heads),
                 2 * linear(rows * k, kv_width, width), rms_norm(rows * k * heads, width // heads),
@@ -109,21 +109,54 @@ def adaln(n, d, mods) -> Cost:
 
 
 def dit_block(rows, segments, width, heads, ratio, text_len, text_width, *, masked, rope_tokens=0,
-              shared_keys=0) -> Cost:
+              shared_keys=0, keys_only=0, factorised=False) -> Cost:
   """layers.DiTBlock on `rows` rows of segments [(groups T, tokens per group S)]: joint self-attention,
-  text cross-attention, MLP, with sandwich norms and AdaLN modulation per group."""
-  n = rows * sum(t * s for t, s in segments)                   # all tokens
+  text cross-attention, MLP, with sandwich norms and AdaLN modulation per group.
+  `keys_only`: tokens that are keys and values only (model.global_tokens_in_dit="keys_values"): modulated and
+  projected, not queried or updated. `factorised` (model.attention_layout): the first segment is the window,
+  whose self-attention is spatial (per frame, + the other tokens as keys) then temporal (`factorised_attention`)."""
+  n = rows * sum(t * s for t, s in segments)                   # all query tokens
   groups = rows * sum(t for t, _ in segments)
   q = n // rows
   modulate = rms_norm(n, width, scale=False) + Cost(0, 2 * n * width + groups * width)
   gate = Cost(0, 2 * n * width)
+  if factorised:
+    self_attention = factorised_attention(rows, segments, width, heads, keys_only=keys_only, masked=masked,
+                                          shared_keys=shared_keys)
+  else:
+    self_attention = attention(rows, q, width, heads, rope_tokens=rope_tokens, masked=masked,
+                               shared_keys=shared_keys, keys_only=keys_only)
   return total([
-      Cost(0, 6 * groups * width),                             # per-block table + shared modulations
-      modulate, attention(rows, q, width, heads, rope_tokens=rope_tokens, masked=masked, shared_keys=shared_keys),
-      rms_norm(n, width), gate,
+      Cost(0, 6 * groups * width + 6 * rows * bool(keys_only) * width),   # per-block table + modulations
+      modulate, rms_norm(rows * keys_only, width, scale=False) + Cost(0, 2 * rows * keys_only * width),
+      self_attention, rms_norm(n, width), gate,
       rms_norm(n, width), attention(rows, q, width, heads, k=text_len, kv_width=text_width, masked=True),
       Cost(0, n * width),
       modulate, mlp(n, width, ratio), rms_norm(n, width), gate])
+
+
+def factorised_attention(rows, segments, width, heads, *, keys_only, masked, shared_keys) -> Cost:
+  """model/factorised.py's self-attention, after the shared modulation: spatial attention of each of the window's
+  T frames (S queries; S + G keys, G = the other segments' tokens and `keys_only`), the G' query tokens of the
+  other segments attending to everything, then the temporal attention of each of the S positions (T queries,
+  T + shared_keys / S keys) with its own modulation, post norm and gate."""
+  (t, s), others = segments[0], segments[1:]
+  g_queries = sum(tg * sg for tg, sg in others)
+  g = g_queries + keys_only
+  n, dh = rows * t * s, width // heads
+  spatial = total([linear(n + rows * g_queries, width, width), rms_norm((n + rows * g_queries) * heads, dh),
+                   2 * linear(n + rows * g, width, width), rms_norm((n + rows * g) * heads, dh),
+                   Cost(0, 2 * 3 * n * width),
+                   attention_core(rows * t, s, s + g, heads, dh, masked),
+                   attention_core(rows, g_queries, t * s + g + shared_keys, heads, dh, masked) if g_queries
+                   else Cost(), Cost(0, 3 * rows * shared_keys * width * bool(g_queries)),
+                   linear(n + rows * g_queries, width, width)])
+  temporal = total([rms_norm(n, width, scale=False), Cost(0, 4 * n * width + 2 * rows * t * width),
+                    linear(n, width, width), rms_norm(n * heads, dh), 2 * linear(n, width, width),
+                    rms_norm(n * heads, dh), Cost(0, 2 * 3 * n * width + 3 * rows * shared_keys * width),
+                    attention_core(rows * s, t, t + shared_keys // s, heads, dh, masked),
+                    linear(n, width, width), rms_norm(n, width), Cost(0, 2 * n * width)])
+  return spatial + temporal
 
 
 # ----------------------------------------------------------------------------------------------
@@ -196,13 +229,18 @@ def window_dit(config, rows, num_windows, window_frames, *, global_tokens, conte
   else:
     segments, rope_tokens, n = [(tp, s)], tp * s, wr * tp * s
   cost = total([linear(n, patch_dim, d), timestep_embedder(wr * tp, d), adaln(wr * tp, d, 6)])
+  keys_only = 0
   if global_tokens:
     g = config.vin.num_global_tokens
     cost += total([linear(wr * g, config.vin.width, d), timestep_embedder(wr, d), adaln(wr, d, 6)])
-    segments.append((1, g))
+    if m.get("global_tokens_in_dit", "joint") == "keys_values":
+      keys_only = g
+    else:
+      segments.append((1, g))
   cost += m.depth * dit_block(wr, segments, d, m.num_heads, m.mlp_ratio, t.max_length, t.width,
                               masked=context_frames > 0 or mask_ratio > 0, rope_tokens=rope_tokens,
-                              shared_keys=context_frames // pt * s if shared else 0)
+                              shared_keys=context_frames // pt * s if shared else 0, keys_only=keys_only,
+                              factorised=m.get("attention_layout", "joint") == "factorised")
   return cost + total([linear(wr * tp, d, 2 * d), rms_norm(n, d, scale=False), Cost(0, 2 * n * d),
                        linear(n, d, patch_dim)])
 
@@ -327,3 +365,15 @@ def xla_sampling_step_cost(config, method: str, num_chunks: int, *, batch: int =
   first = xla_compiled_cost(config, method, 1, batch=batch)
   pair = xla_compiled_cost(config, method, 2, batch=batch) if num_chunks > 1 else None
   return combine_autoregressive(first, pair, num_chunks)
+
+
+def xla_depth_extrapolated_flops(config, method: str, num_chunks: int, *, batch: int = 1) -> float:
+  """XLA's FLOPs of one sampling step of the `model.depth`-block model, from unrolled compiles at depth 1 and 2
+  with einsum attention: every block costs the same, so flops(depth) = f1 + (depth - 1) * (f2 - f1). Makes the
+  paper's own dimensions countable on a CPU in seconds (a 28-block compile takes minutes per case)."""
+  counts = []
+  for depth in (1, 2):
+    shallow = config.copy_and_resolve_references()
+    shallow.model.depth, shallow.model.scan_layers, shallow.model.attention = depth, False, "einsum"
+    counts.append(xla_sampling_step_cost(shallow, method, num_chunks, batch=batch)["flops"])
+  return counts[0] + (config.model.depth - 1) * (counts[1] - counts[0])
