@@ -155,6 +155,22 @@ def print_paper(config, lengths):
           f"| {v['per_frame'] / 1e12:.3f} | {v['vin'] / v['total']:.3f} | {v['matmul'] / v['total']:.3f} |")
 
 
+def print_paper_factorised(config, lengths):
+  """configs/paper.py with model.attention_layout="factorised" (STIV's spatial then temporal attention), analytic;
+  its count matches XLA within 10% on the tiny:test shapes (tests/evaluation/test_flops.py)."""
+  fact = config_lib.override(config.copy_and_resolve_references(), {"model.attention_layout": "factorised"})
+  config_lib.validate(fact)
+  print("\nconfigs/paper.py, factorised attention (analytic), against the joint layout")
+  print("| latent frames | factorised full / joint full | factorised VIN / joint full | factorised VIN / joint VIN "
+        "| factorised VIN / factorised full |")
+  print("|---:|---:|---:|---:|---:|")
+  for frames in lengths:
+    n = chunks_for(config, frames)
+    jf, jv, ff, fv = (flops.sampling_step_flops(c, m, n)["total"]
+                      for c, m in ((config, "full"), (config, "vin"), (fact, "full"), (fact, "vin")))
+    print(f"| {frames} | {ff / jf:.3f} | {fv / jf:.3f} | {fv / jv:.3f} | {fv / ff:.3f} |")
+
+
 def print_paper_xla(config, lengths):
   """configs/paper.py at its own dimensions, counted by XLA (depth 1 and 2 compiled unrolled, extrapolated to
   the 28 blocks: `flops.xla_depth_extrapolated_flops`) beside the analytic model."""
@@ -198,6 +214,7 @@ def main():
     rows += [(f, name, a, x) for f, _, a, x in measure(variant_config(config, name), lengths, ("vin",))]
   print_measured(rows)
   print_paper(paper_config(), sorted(set(lengths) | set(DEFAULT_LENGTHS)))
+  print_paper_factorised(paper_config(), sorted(set(lengths) | set(DEFAULT_LENGTHS)))
   if not args.no_paper_xla:
     print_paper_xla(paper_config(), [f for f in lengths if f in GOALS] or sorted(GOALS))
   print(f"\n({time.perf_counter() - start:.0f} s)")
