@@ -110,6 +110,9 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.sampling = ml_collections.ConfigDict()
   c.sampling.num_steps = 50
+  # The fps micro-condition to sample at (model.micro_conditions; 0: data.fps), e.g. data.fps / 2 for a model
+  # trained with data.frame_strides=(1, 2) to move twice as far per frame.
+  c.sampling.fps = 0.0
   c.sampling.fusion = "early"       # "early" | "mid" | "late" | "none"
   c.sampling.t_alpha = 20           # steps s > t_alpha fuse under "early"; all presets fuse num_steps - t_alpha steps
   c.sampling.guidance_scale = 1.0
@@ -152,6 +155,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.height = 16
   c.data.width = 16
   c.data.fps = 8.0
+  # Frame-rate augmentation (STIV's mixed-fps training, beyond the VIN paper): each training row reads every
+  # k-th frame of a k times longer crop, k drawn per row from this tuple, so it plays at data.fps / k. With
+  # model.micro_conditions the row's fps micro-condition says so. (1,): every row at data.fps.
+  c.data.frame_strides = (1,)
   c.data.num_sprites = 1
   c.data.sprite_size = 6
   c.data.max_speed = 0.5            # pixels per frame

@@ -300,6 +300,25 @@ def validate(config, num_devices: int | None = None, *, purpose: str = "train") 
   if latent_frames_of(config, config.data.num_frames) < longest:
     fail("data.num_frames", f"must hold the longest bucket: {max(buckets)} chunks = {longest} latent frames = "
          f"{pixel_frames_of(config, longest)} pixel frames")
+  strides = tuple(config.data.get("frame_strides", (1,)))   # (a config saved before it existed: (1,))
+  if not strides or any(not isinstance(k, int) or k < 1 for k in strides):
+    fail("data.frame_strides", f"must be a non-empty tuple of positive integers, got {strides}")
+  if max(strides) > 1:
+    stored = (latent_frames_of(config, config.data.num_frames) if config.data.get("latents", False)
+              else config.data.num_frames)
+    per_chunk = config.chunking.chunk_frames if config.data.get("latents", False) else pixel_frames_per_chunk(config)
+    span = (max(buckets) * per_chunk - 1) * max(strides) + 1
+    if stored < span:
+      fail("data.num_frames", f"must hold the longest bucket at the largest of data.frame_strides={strides}: "
+           f"{span} {'latent' if config.data.get('latents', False) else 'pixel'} frames, the data has {stored}")
+    if config.data.get("latents", False) and config.autoencoder.temporal_factor != 1:
+      fail("data.frame_strides", f"cannot subsample precomputed latents of a temporally compressing "
+           f"autoencoder (autoencoder.temporal_factor={config.autoencoder.temporal_factor:g}): stride the pixel "
+           "frames (data.latents=False) or precompute at each frame rate")
+  if config.sampling.get("fps", 0.0) < 0:
+    fail("sampling.fps", "must be >= 0 (0: data.fps)")
+  if config.sampling.get("fps", 0.0) > 0 and not config.model.get("micro_conditions", False):
+    fail("sampling.fps", "sets the fps micro-condition: it needs model.micro_conditions=True")
   if config.data.sprite_size > min(config.data.height, config.data.width):
     fail("data.sprite_size", "must fit in the frame")
 

@@ -82,8 +82,8 @@ def frames_to_latents(autoencoder, frames_BxTxHxWx3, chunk_frames: int):
 
 
 def make_loss_sums(model_def: ModelDef, config, mesh=None, *, mask_ratio: float | None = None):
-  """(params, video, text [B, Lt], rng) -> loss sums over the whole batch. The video is pixel frames
-  [B, T, H, W, 3] uint8, encoded here, or latents [B, T', h, w, c] (float: already encoded, so no
+  """(params, video, text [B, Lt], rng, micro [B, 3] or None) -> loss sums over the whole batch. The video is
+  pixel frames [B, T, H, W, 3] uint8, encoded here, or latents [B, T', h, w, c] (float: already encoded, so no
   autoencoder runs in the step). `mask_ratio`: masked training's (default train.mask_ratio; 0: unmasked).
 
   With a sharded mesh the loss runs under a shard_map that is manual over 'chunk' only (see below): rows
@@ -92,7 +92,7 @@ def make_loss_sums(model_def: ModelDef, config, mesh=None, *, mask_ratio: float 
   schedule = Schedule.from_config(config)
   f = config.chunking.chunk_frames
 
-  def local_sums(params, video, text, rng, axis_name, row_offset):
+  def local_sums(params, video, text, rng, axis_name, row_offset, micro=None):
     if jnp.issubdtype(video.dtype, jnp.floating):
       latents = video.reshape(video.shape[0], video.shape[1] // f, f, *video.shape[2:])
     else:
@@ -100,12 +100,12 @@ def make_loss_sums(model_def: ModelDef, config, mesh=None, *, mask_ratio: float 
     # bf16 matmul weights (a no-op for fp32 models): under FSDP the weight gathers and gradient buffers halve.
     model = model_def.bind(model_def.compute_params(params))
     return loss_lib.diffusion_loss(model, schedule, config, latents, text, rng, axis_name=axis_name,
-                                   row_offset=row_offset, mask_ratio=mask_ratio)
+                                   row_offset=row_offset, mask_ratio=mask_ratio, micro_BxK=micro)
 
   if not mesh_lib.is_sharded(mesh):
-    return lambda params, frames, text, rng: local_sums(params, frames, text, rng, None, 0)
+    return lambda params, frames, text, rng, micro=None: local_sums(params, frames, text, rng, None, 0, micro)
 
-  def per_chunk_group(params, frames, text, rng):
+  def per_chunk_group(params, frames, text, rng, micro):
     # Only 'chunk' is manual here: each device group holds its own chunks, and the VIN's keyframe attention
     # and the window halos talk over 'chunk'. 'data' and 'fsdp' stay automatic, so this body sees every row
     # (row offset 0) and the compiler partitions rows over them and keeps the parameters, gradients and
@@ -113,11 +113,14 @@ def make_loss_sums(model_def: ModelDef, config, mesh=None, *, mask_ratio: float 
     # it is used and its gradient reduce-scattered. Marking the params chunk-varying once makes the
     # backward pass sum each gradient over 'chunk' once, at parameter size.
     params = jax.lax.pcast(params, mesh_lib.CHUNK, to="varying")
-    sums = local_sums(params, frames, text, rng, mesh_lib.CHUNK, 0)
+    sums = local_sums(params, frames, text, rng, mesh_lib.CHUNK, 0, micro)
     return jax.tree.map(lambda s: jax.lax.psum(s, mesh_lib.CHUNK), sums)
 
-  return jax.shard_map(per_chunk_group, mesh=mesh, out_specs=mesh_lib.REPLICATED, axis_names={mesh_lib.CHUNK},
-                       in_specs=(mesh_lib.REPLICATED, mesh_lib.CHUNKS, mesh_lib.REPLICATED, mesh_lib.REPLICATED))
+  # `micro` (the batch's per-row micro-conditions, or None) is replicated over 'chunk' like the text.
+  sharded = jax.shard_map(per_chunk_group, mesh=mesh, out_specs=mesh_lib.REPLICATED, axis_names={mesh_lib.CHUNK},
+                          in_specs=(mesh_lib.REPLICATED, mesh_lib.CHUNKS, mesh_lib.REPLICATED, mesh_lib.REPLICATED,
+                                    mesh_lib.REPLICATED))
+  return lambda params, frames, text, rng, micro=None: sharded(params, frames, text, rng, micro)
 
 
 def make_train_step(model_def: ModelDef, config, optimizer, mesh=None, *, masked: bool = True):
@@ -137,7 +140,7 @@ def make_train_step(model_def: ModelDef, config, optimizer, mesh=None, *, masked
     global_batch = video.shape[0]
 
     def loss_fn(params):
-      sums = loss_sums(params, video, batch["text_tokens"], step_rng)
+      sums = loss_sums(params, video, batch["text_tokens"], step_rng, batch.get("micro"))
       return sums["loss"] / global_batch, sums
 
     grads, sums = jax.grad(loss_fn, has_aux=True)(state["params"])
@@ -173,6 +176,8 @@ def jit_train_step(model_def: ModelDef, config, optimizer, mesh, state: State, v
   replicated = mesh_lib.named(mesh, mesh_lib.REPLICATED)
   batch_shardings = {"frames": mesh_lib.named(mesh, mesh_lib.VIDEO),
                      "text_tokens": mesh_lib.named(mesh, mesh_lib.ROWS)}
+  if config.model.get("micro_conditions", False):   # the pipeline's per-row (fps, height, width)
+    batch_shardings["micro"] = mesh_lib.named(mesh, mesh_lib.ROWS)
   if video_key != "frames":
     batch_shardings[video_key] = batch_shardings.pop("frames")
   return jax.jit(step, in_shardings=(state_shardings, batch_shardings, replicated),

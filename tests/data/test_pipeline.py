@@ -100,3 +100,49 @@ def test_batch_size_must_split_over_processes(config, data_dir):
 def test_default_sharding_is_the_jax_process(config, data_dir):
   batch = next(pipeline.make_train_iterator(config, data_dir))
   assert batch["frames"].shape[0] == config.data.batch_size
+
+
+def test_frame_strides_read_every_kth_frame_and_label_the_fps(config, data_dir):
+  """data.frame_strides=(1, 2): each row is every k-th frame of its example from some offset, k per row; with
+  model.micro_conditions the batch's "micro" row is (data.fps / k, height, width). One stride, (1,), keeps
+  the batches of a run without the option."""
+  strided = config.copy_and_resolve_references()
+  strided.data.frame_strides = (1, 2)
+  strided.data.bucket_chunks, strided.data.bucket_weights = (1,), (1.0,)
+  strided.model.micro_conditions = True
+  config_lib.validate(strided)
+  source = builder.data_source(strided, data_dir, "train")
+  it = pipeline.make_train_iterator(strided, data_dir, process_index=0, process_count=1)
+  clip = config_lib.pixel_frames_per_chunk(strided)
+  seen = set()
+  for i in range(6):
+    batch = next(it)
+    assert batch["micro"].shape == (strided.data.batch_size, 3) and batch["micro"].dtype == np.float32
+    for row, index in enumerate(it.reader.example_indices(i)):
+      frames = source[int(index)]["frames"]
+      fps, height, width = batch["micro"][row]
+      k = int(round(strided.data.fps / fps))
+      seen.add(k)
+      assert (height, width) == (strided.data.height, strided.data.width)
+      assert any(np.array_equal(frames[s:s + (clip - 1) * k + 1:k], batch["frames"][row])
+                 for s in range(frames.shape[0] - (clip - 1) * k)), (i, row, k)
+  assert seen == {1, 2}
+  plain = config.copy_and_resolve_references()
+  plain.data.frame_strides = (1,)
+  assert_same_batches(take(pipeline.make_train_iterator(plain, data_dir, process_index=0, process_count=1), 4),
+                      take(pipeline.make_train_iterator(config, data_dir, process_index=0, process_count=1), 4))
+
+
+def test_frame_strides_are_validated(config):
+  bad = config.copy_and_resolve_references()
+  bad.data.frame_strides = (1, 0)
+  with pytest.raises(config_lib.ConfigError, match="data.frame_strides"):
+    config_lib.validate(bad)
+  long = config.copy_and_resolve_references()
+  long.data.frame_strides = (1, 50)
+  with pytest.raises(config_lib.ConfigError, match="largest of data.frame_strides"):
+    config_lib.validate(long)
+  fps = config.copy_and_resolve_references()
+  fps.sampling.fps = 4.0
+  with pytest.raises(config_lib.ConfigError, match="sampling.fps"):
+    config_lib.validate(fps)

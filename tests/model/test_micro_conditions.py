@@ -113,3 +113,33 @@ def test_training_gradients_reach_the_embedders(perturbed):
     for name in CONDITIONS:
       for layer in ("fc1", "fc2"):
         assert float(optax.tree.norm(grads[part][NAME][name][layer])) > 0, (part, name, layer)
+
+
+def test_the_training_loss_reads_each_rows_fps(perturbed):
+  """The train step passes the pipeline's per-row "micro" to the loss: another fps for one row changes the
+  loss; the config's values passed explicitly equal passing none."""
+  config = _on()
+  batch = train_batch(config)
+  loss_sums = jax.jit(train_lib.make_loss_sums(ModelDef(config), config))
+  rows = batch["frames"].shape[0]
+  own = np.tile(np.array([[config.data.fps, config.data.height, config.data.width]], np.float32), (rows, 1))
+  loss = lambda micro: float(loss_sums(perturbed, batch["frames"], batch["text_tokens"], jax.random.key(3),
+                                       micro)["loss"])
+  assert loss(own) == pytest.approx(loss(None), rel=1e-6)
+  halved = own.copy()
+  halved[0, 0] /= 2
+  assert abs(loss(halved) - loss(own)) > 1e-3   # a loss sum of ~90; float32 noise is ~1e-5
+
+
+def test_sampling_fps_sets_the_default_micro_condition(perturbed):
+  """sampling.fps (0: data.fps) is the fps a call without micro_BxK (the sampler's) conditions on."""
+  config = _on()
+  slower = tiny_test_config(**{"model.micro_conditions": True, "sampling.fps": config.data.fps / 2})
+  x, t, text = random_inputs(config)
+  a = _predict(ModelDef(config), config)(perturbed, x, t, text, None)[0]
+  b = _predict(ModelDef(slower), slower)(perturbed, x, t, text, None)[0]
+  micro = np.tile(np.array([[config.data.fps / 2, config.data.height, config.data.width]], np.float32),
+                  (x.shape[0], 1))
+  c = _predict(ModelDef(config), config)(perturbed, x, t, text, micro)[0]
+  assert float(jnp.abs(a - b).max()) > 1e-4
+  np.testing.assert_allclose(np.asarray(b), np.asarray(c), atol=1e-6)

@@ -37,8 +37,8 @@ def _batch(config):
 
 def _grads(config, mesh, params, batch, rng):
   loss_sums = train_lib.make_loss_sums(train_lib.ModelDef(config), config, mesh)
-  fn = lambda p, f, t: loss_sums(p, f, t, rng)["loss"] / BATCH
-  return jax.jit(jax.value_and_grad(fn))(params, batch["frames"], batch["text_tokens"])
+  fn = lambda p, f, t, m: loss_sums(p, f, t, rng, m)["loss"] / BATCH
+  return jax.jit(jax.value_and_grad(fn))(params, batch["frames"], batch["text_tokens"], batch.get("micro"))
 
 
 @pytest.fixture(scope="module")
@@ -226,11 +226,14 @@ def test_joint_guidance_and_video_prediction_sharded_match_single_device(referen
 
 def test_factorised_layout_with_keys_values_tokens_sharded_matches_single_device():
   """model.attention_layout='factorised' with model.global_tokens_in_dit='keys_values' and shared context: the
-  temporal attention's halo crosses devices; loss and gradients on mesh.chunk=4 equal one device's."""
-  options = {"model.attention_layout": "factorised", "model.global_tokens_in_dit": "keys_values"}
+  temporal attention's halo crosses devices; loss and gradients on mesh.chunk=4 equal one device's. The rows
+  carry their own fps micro-conditions (data.frame_strides), replicated over 'chunk' like the text."""
+  options = {"model.attention_layout": "factorised", "model.global_tokens_in_dit": "keys_values",
+             "model.micro_conditions": True}
   single = config_lib.override(_shared(_config()), options)
   params = perturbed_params(train_lib.ModelDef(single))
   batch = _batch(single)
+  batch["micro"] = np.array([[8.0 / (1 + i % 2), 8.0, 8.0] for i in range(BATCH)], np.float32)
   loss, grads = _grads(single, None, params, batch, jax.random.key(1))
   axes = dict(data=2, chunk=4)
   mesh = mesh_lib.make_mesh(_config(**axes))

@@ -10,6 +10,8 @@ A batch (for a bucket of N chunks, P = pixel_frames_per_chunk(config)):
   text_tokens: the captions as vin_jax.text.conditioning gives them: int32 byte tokens [B_local, Lt], or
                float32 T5 embeddings [B_local, Lt, E] (text.encoder "t5", or "precomputed": stored)
   num_chunks:  int, N (the same on all processes)
+  micro:       float32 [B_local, 3] (fps, height, width) of each row, only with model.micro_conditions: fps is
+               data.fps / k for a row read at temporal stride k (data.frame_strides)
 With data.latents (the precomputed data set, vin_jax/data/latents.py) `latents` replaces `frames`:
   latents:     float32 [B_local, N * F, h, w, c]  F = chunking.chunk_frames, normalised by autoencoder.shift/scale
 """
@@ -49,10 +51,13 @@ class BatchReader:
                process_count: int, bucket_chunks: Sequence[int], bucket_weights: Sequence[float],
                frames_per_chunk: int, captions_to_text: Callable[[list[str]], np.ndarray],
                video_key: str = "frames", normalize: Callable[[np.ndarray], np.ndarray] | None = None,
-               stored_text_key: str | None = None):
+               stored_text_key: str | None = None, frame_strides: Sequence[int] = (1,),
+               micro: tuple[float, float, float] | None = None):
     """`video_key` is the stored video ("frames" or "latents"), cropped to whole chunks of `frames_per_chunk`
     frames and passed through `normalize`; the text is `captions_to_text(captions)`, or the stored array
-    `stored_text_key` of each example when given."""
+    `stored_text_key` of each example when given. `frame_strides`: each row reads every k-th frame of its crop,
+    k drawn from these per row (frame-rate augmentation). `micro`: (fps, height, width) of a stride-1 row; when
+    given, batches carry "micro" (the fps divided by each row's stride)."""
     if batch_size % process_count:
       raise ValueError(f"data.batch_size={batch_size} must be divisible by the process count {process_count}")
     if not 0 <= process_index < process_count:
@@ -76,15 +81,23 @@ class BatchReader:
     self._video_key = video_key
     self._normalize = normalize
     self._stored_text_key = stored_text_key
+    self._strides = tuple(int(k) for k in frame_strides)
+    if not self._strides or min(self._strides) < 1:
+      raise ValueError(f"data.frame_strides={tuple(frame_strides)} must be positive integers")
+    self._micro = micro
 
-  def _plan(self, batch_index: int) -> tuple[int, np.ndarray]:
-    """(num_chunks, crop offsets of all B global rows in pixel frames: int64 [B]); identical on all processes."""
+  def _plan(self, batch_index: int) -> tuple[int, np.ndarray, np.ndarray]:
+    """(num_chunks, crop offsets of all B global rows as fractions [B], their temporal strides int64 [B]);
+    identical on all processes."""
     rng = np.random.default_rng([self._seed, _BATCH_SALT, batch_index])
     bucket = int(np.searchsorted(self._cumulative, rng.random(), side="right"))
     num_chunks = self._bucket_chunks[min(bucket, len(self._bucket_chunks) - 1)]
     # The crop length is unknown to the rng before the bucket, so offsets are drawn as fractions.
     fractions = rng.random(self.batch_size)
-    return num_chunks, fractions
+    # Drawn last and only when there is a choice: one stride keeps the batches of runs without it.
+    strides = (rng.choice(np.asarray(self._strides), self.batch_size) if len(self._strides) > 1 else
+               np.full(self.batch_size, self._strides[0]))
+    return num_chunks, fractions, strides.astype(np.int64)
 
   def num_chunks(self, batch_index: int) -> int:
     """The bucket (chunks per video) of global batch `batch_index`."""
@@ -99,26 +112,33 @@ class BatchReader:
 
   def __call__(self, batch_index: int) -> dict[str, Any]:
     batch_index = int(batch_index)
-    num_chunks, fractions = self._plan(batch_index)
+    num_chunks, fractions, strides = self._plan(batch_index)
     clip_frames = num_chunks * self._frames_per_chunk
-    videos, captions, stored_text = [], [], []
+    videos, captions, stored_text, row_strides = [], [], [], []
     for row, example_index in enumerate(self.example_indices(batch_index)):
       example = self._source[int(example_index)]
       video = example[self._video_key]  # uint8 [T, H, W, 3] frames or float32 [T', h, w, c] latents
-      if video.shape[0] < clip_frames:
+      k = int(strides[self._first_row + row])
+      span = (clip_frames - 1) * k + 1
+      if video.shape[0] < span:
         raise ValueError(f"data.num_frames: stored videos have {video.shape[0]} {self._video_key}, the bucket "
-                         f"of {num_chunks} chunks needs {clip_frames}")
-      offset = int(fractions[self._first_row + row] * (video.shape[0] - clip_frames + 1))
-      videos.append(video[offset:offset + clip_frames])
+                         f"of {num_chunks} chunks at temporal stride {k} (data.frame_strides) needs {span}")
+      offset = int(fractions[self._first_row + row] * (video.shape[0] - span + 1))
+      videos.append(video[offset:offset + span:k])
+      row_strides.append(k)
       captions.append(example["caption"])
       if self._stored_text_key:
         stored_text.append(example[self._stored_text_key])
     video = np.stack(videos)
-    return {
+    batch = {
         self._video_key: self._normalize(video) if self._normalize else video,
         "text_tokens": np.stack(stored_text) if self._stored_text_key else self._captions_to_text(captions),
         "num_chunks": num_chunks,
     }
+    if self._micro is not None:
+      fps, height, width = self._micro
+      batch["micro"] = np.array([[fps / k, height, width] for k in row_strides], np.float32)
+    return batch
 
 
 class TrainIterator:
@@ -154,6 +174,13 @@ def _video_and_text(config) -> dict[str, Any]:
           "stored_text_key": "text_embedding" if config.text.encoder == "precomputed" else None}
 
 
+def micro_of(config) -> tuple[float, float, float] | None:
+  """(data.fps, data.height, data.width) of a stride-1 row for a model with model.micro_conditions, else None."""
+  if not config.model.get("micro_conditions", False):
+    return None
+  return float(config.data.fps), float(config.data.height), float(config.data.width)
+
+
 def make_train_iterator(config, data_dir: str | pathlib.Path, *, process_index: int | None = None,
                         process_count: int | None = None, split: str = "train",
                         num_threads: int = 1) -> TrainIterator:
@@ -170,7 +197,8 @@ def make_train_iterator(config, data_dir: str | pathlib.Path, *, process_index: 
   reader = BatchReader(
       builder.data_source(config, data_dir, split), seed=config.seed, batch_size=config.data.batch_size,
       process_index=process_index, process_count=process_count, bucket_chunks=config.data.bucket_chunks,
-      bucket_weights=config.data.bucket_weights, **_video_and_text(config))
+      bucket_weights=config.data.bucket_weights, frame_strides=tuple(config.data.get("frame_strides", (1,))),
+      micro=micro_of(config), **_video_and_text(config))
   # An "endless" range of global batch indices; to_iter_dataset keeps the next index as the iterator state.
   batches = grain.MapDataset.range(0, 2 ** 62).map(reader)
   read_options = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=max(1, 2 * num_threads))

@@ -40,13 +40,15 @@ def clean_frame_mask(rng, b: int, n: int, f: int, config, *, row_offset=0, chunk
 
 
 def diffusion_loss(model, schedule, config, x0_BxNxFxhxwxc, text, rng, *, axis_name=None, row_offset=0,
-                   mask_ratio: float | None = None):
+                   mask_ratio: float | None = None, micro_BxK=None):
   """Sums over this device's videos and chunks (dict of scalars); `summarize` turns them into metrics.
 
   `axis_name` is the chunk mesh axis inside shard_map; `row_offset` the global index of the first row.
   The differentiable loss is sums["loss"] / global batch size.
   `mask_ratio` (default train.mask_ratio; MaskDiT/STIV masked training, `model/masking.py`): each window's
   DiT sees only the kept tokens, and only they are scored, weighted by tokens / kept (the unmasked scale).
+  `micro_BxK` [B, 3]: each row's (fps, height, width) micro-conditions (model.micro_conditions; the pipeline's
+  "micro"); None: the model's default.
   """
   mask_ratio = float(config.train.get("mask_ratio", 0.0) if mask_ratio is None else mask_ratio)
   b, n, f = x0_BxNxFxhxwxc.shape[:3]
@@ -65,9 +67,10 @@ def diffusion_loss(model, schedule, config, x0_BxNxFxhxwxc, text, rng, *, axis_n
     # Its own stream (a fold, not a split): the other draws stay those of an unmasked run.
     mask = masking.MaskRequest(jax.random.fold_in(rng, MASK_STREAM), mask_ratio, row_offset)
     preds, valid, weight_BxNxWxhxw = model(x_t, t, text, context_frames=L, drop_text_B=drop_text,
-                                           axis_name=axis_name, mask=mask)
+                                           axis_name=axis_name, mask=mask, micro_BxK=micro_BxK)
   else:
-    preds, valid = model(x_t, t, text, context_frames=L, drop_text_B=drop_text, axis_name=axis_name)
+    preds, valid = model(x_t, t, text, context_frames=L, drop_text_B=drop_text, axis_name=axis_name,
+                         micro_BxK=micro_BxK)
   L = model.context_frames(L)
   target_win, _ = windows.build_windows(target, L, axis_name=axis_name)
   t_win, _ = windows.build_windows(t, L, axis_name=axis_name)

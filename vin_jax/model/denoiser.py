@@ -32,7 +32,9 @@ class VideoDenoiser(nnx.Module):
     self.sigma_data, self.x0_min_sigma = float(d.sigma_data), float(d.x0_min_sigma)
     # model.micro_conditions: the (fps, height, width) rows take when the caller passes none.
     self.micro_conditions = bool(config.model.get("micro_conditions", False))
-    self.default_micro = (float(config.data.fps), float(config.data.height), float(config.data.width))
+    # Training passes each row's (the pipeline's "micro"); sampling takes sampling.fps (0: data.fps).
+    fps = float(config.sampling.get("fps", 0.0)) or float(config.data.fps)
+    self.default_micro = (fps, float(config.data.height), float(config.data.width))
 
   def context_frames(self, requested: int, full: bool | None = None) -> int:
     """Context frames recomputed inside each window: none in `full` mode (its one window is the video) or
