@@ -70,8 +70,12 @@ def _first_frames(config):
 
 
 def _close(a, b):
+  """Equal to 1e-5, plus 1e-6 of each leaf's largest magnitude: gradients reach ~75, and a near-zero element
+  summed from such terms in another order differs by float32's rounding of them (~1e-5)."""
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-    np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-5, rtol=1e-5)
+    y = np.asarray(y)
+    scale = float(np.abs(y).max()) if y.size else 0.0
+    np.testing.assert_allclose(np.asarray(x), y, atol=1e-5 + 1e-6 * scale, rtol=1e-5)
 
 
 @pytest.mark.parametrize("axes", MESHES, ids=lambda a: "x".join(f"{k}{v}" for k, v in a.items()))
