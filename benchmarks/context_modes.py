@@ -36,7 +36,7 @@ METRICS = (("mawe_dis", "MAWE-DIS", "lower"), ("identity_consistency", "identity
 
 
 def run_config(path: str, mode: str, seed: int):
-  config = config_lib.load_config_file(*path.split(":", 1)) if ":" in path else config_lib.load_config_file(path)
+  config = config_lib.load_config_file(*path.split(":", 1))   # configs/x.py[:variant]
   overrides, rows = MODES[mode]
   config_lib.override(config, {**overrides, "seed": seed, "ablation.rows": rows})
   return config

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from flax import nnx
 
 from vin_jax import config as config_lib
 from vin_jax.model import ModelDef, factorised, layout
@@ -49,7 +50,7 @@ def test_the_global_tokens_are_read(overrides):
 
 
 def _block(seed=0):
-  block = factorised.FactorisedDiTBlock(16, 2, 2.0, 8, rngs=__import__("flax").nnx.Rngs(seed))
+  block = factorised.FactorisedDiTBlock(16, 2, 2.0, 8, rngs=nnx.Rngs(seed))
   block.temporal_table[...] = 0.5 * jax.random.normal(jax.random.key(seed + 1), block.temporal_table.shape)
   return block
 

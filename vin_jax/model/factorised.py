@@ -40,11 +40,11 @@ class FactorisedDiTBlock(layers.DiTBlock):
     self.temporal_table = nnx.Param(jnp.zeros((3, width), jnp.float32))
 
   def self_attention(self, segments: list[layers.Segment], mods, key_mask_BxL, local_context) -> list[jax.Array]:
-    window, others = segments[0], segments[1:]
+    window = segments[0]
     if window.rope is None or window.rope.ndim != 2:
       raise ValueError("the factorised layout needs the window segment first, with positions shared by all rows "
                        "(masked training's per-token positions need model.attention_layout='joint')")
-    b, t, s, _ = window.x.shape
+    _, t, s, _ = window.x.shape
     window_mask = None if key_mask_BxL is None else key_mask_BxL[:, :t * s]
     x_window, x_others = self.spatial(segments, mods, key_mask_BxL, local_context)
     x_window = self.temporal(x_window, mods[0], window.rope, window_mask, local_context)
