@@ -107,6 +107,10 @@ def base_config() -> ml_collections.ConfigDict:
   # STIV's temporal upsampler (beyond the VIN paper): every clean_every-th latent frame given clean in training
   # (2: frame interpolation, `sample --interpolate`), dropped with first_frame_drop_prob; 0: off.
   c.diffusion.clean_every = 0
+  # Per-chunk noise levels in training (beyond the VIN paper, after diffusion forcing): this fraction of the rows
+  # draws its own t for every chunk instead of one t for the whole video, so cleaner chunks can inform noisier
+  # ones through the global tokens (#18). 0: the paper's single t per video; sampling is unchanged.
+  c.diffusion.per_chunk_t_prob = 0.0
 
   c.sampling = ml_collections.ConfigDict()
   c.sampling.num_steps = 50

@@ -185,6 +185,8 @@ def validate(config, num_devices: int | None = None, *, purpose: str = "train") 
     fail("data.caption_detail", "must be 0 (count only), 1 (+ shapes) or 2 (+ colours)")
   probability("text.drop_prob", "diffusion.first_frame_cond_prob", "diffusion.first_frame_drop_prob",
               "diffusion.clean_context_prob", "train.ema_decay")
+  if not 0.0 <= config.diffusion.get("per_chunk_t_prob", 0.0) <= 1.0:   # .get: added after configs were exported
+    fail("diffusion.per_chunk_t_prob", "must be a probability in [0, 1]")
   if config.diffusion.network_output == "x0" and not 0 < config.diffusion.x0_min_sigma < 1:
     fail("diffusion.x0_min_sigma", "must be in (0, 1): the noise level below which an x0 output's target "
          "is no longer amplified")

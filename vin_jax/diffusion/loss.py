@@ -1,6 +1,6 @@
 """The VIN training objective.
 
-One diffusion time t per video. x_t and the targets are cut into windows by the same function as the model
+One diffusion time t per video (or per chunk, diffusion.per_chunk_t_prob). x_t and the targets are cut into windows by the same function as the model
 input; each window is scored on its own F frames plus `context_loss_weight` times its L context frames
 (against the previous chunk's targets). Window 0's context, and frames given clean (t = 0), score nothing.
 The loss is summed over chunks and averaged over videos.
@@ -15,6 +15,24 @@ from vin_jax.model import masking, windows
 from vin_jax.parallel import halo
 
 MASK_STREAM = 0x6D61736B   # "mask": folded into the step's rng for the masked-training draws
+CHUNK_T_STREAM = 0x63687474  # "chtt": the per-chunk noise-level draws (diffusion.per_chunk_t_prob)
+
+
+def training_times(rng, schedule, config, b: int, n: int, *, row_offset=0, chunk_offset=0):
+  """[B, N] diffusion times: one t per video (the paper), or, for a diffusion.per_chunk_t_prob fraction of
+  the rows, an independent t for every chunk (beyond the paper). Every draw is keyed by global row and chunk
+  indices, so a sharded run draws what one device does."""
+  t_B = jax.vmap(lambda k: schedule.sample_t(k, ()))(randomness.row_keys(rng, b, row_offset))
+  t_BxN = jnp.broadcast_to(t_B[:, None], (b, n))
+  prob = float(config.diffusion.get("per_chunk_t_prob", 0.0))
+  if prob > 0:
+    # Their own stream (a fold, not a split): the video-level draws stay those of a run without the option.
+    r_rows, r_chunks = jax.random.split(jax.random.fold_in(rng, CHUNK_T_STREAM))
+    keys = randomness.chunk_keys(r_chunks, b, n, row_offset, chunk_offset)
+    per_chunk = jax.vmap(jax.vmap(lambda k: schedule.sample_t(k, ())))(keys)
+    independent = randomness.row_uniform(r_rows, b, row_offset) < prob
+    t_BxN = jnp.where(independent[:, None], per_chunk, t_BxN)
+  return t_BxN
 
 
 def clean_frame_mask(rng, b: int, n: int, f: int, config, *, row_offset=0, chunk_offset=0):
@@ -54,9 +72,9 @@ def diffusion_loss(model, schedule, config, x0_BxNxFxhxwxc, text, rng, *, axis_n
   b, n, f = x0_BxNxFxhxwxc.shape[:3]
   chunk_offset = halo.chunk_offset(n, axis_name)
   r_t, r_noise, r_text, r_clean = jax.random.split(rng, 4)
-  t_B = jax.vmap(lambda k: schedule.sample_t(k, ()))(randomness.row_keys(r_t, b, row_offset))
+  t_BxN = training_times(r_t, schedule, config, b, n, row_offset=row_offset, chunk_offset=chunk_offset)
   clean = clean_frame_mask(r_clean, b, n, f, config, row_offset=row_offset, chunk_offset=chunk_offset)
-  t = jnp.where(clean, 0.0, t_B[:, None, None])
+  t = jnp.where(clean, 0.0, t_BxN[:, :, None])
   noise = randomness.chunk_normal(r_noise, x0_BxNxFxhxwxc.shape, row_offset, chunk_offset)
   x_t = schedule.add_noise(x0_BxNxFxhxwxc, noise, t)
   target = schedule.target(x0_BxNxFxhxwxc, noise, t)
