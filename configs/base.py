@@ -167,6 +167,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.sprite_size = 6
   c.data.max_speed = 0.5            # pixels per frame
   c.data.caption_detail = 0         # 0: count only; 1: + shapes; 2: + colours (nothing hidden)
+  # Beyond the paper (#18): every sprite leaves the picture for this many consecutive pixel frames and comes
+  # back unchanged, so identity must outlast the local context. 0: always visible.
+  c.data.hide_frames = 0
   c.data.bucket_chunks = (1, 2, 4)
   c.data.bucket_weights = (1.0, 1.0, 1.0)
   c.data.batch_size = 8

@@ -181,6 +181,9 @@ def validate(config, num_devices: int | None = None, *, purpose: str = "train") 
     fail("text.depth", "must be >= 0")
   if config.data.num_sprites < 0:
     fail("data.num_sprites", "must be >= 0")
+  if not 0 <= config.data.get("hide_frames", 0) < config.data.num_frames:   # .get: exported configs predate it
+    fail("data.hide_frames", f"must be in [0, data.num_frames={config.data.num_frames}) (frame 0 shows every "
+         "sprite)")
   if config.data.caption_detail not in (0, 1, 2):
     fail("data.caption_detail", "must be 0 (count only), 1 (+ shapes) or 2 (+ colours)")
   probability("text.drop_prob", "diffusion.first_frame_cond_prob", "diffusion.first_frame_drop_prob",

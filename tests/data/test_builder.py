@@ -278,3 +278,18 @@ def test_video_folder_command_line_end_to_end(ffmpeg_video_dir, tmp_path):
   for name in ("sample_00.mp4", "sample_00.gif", "contact_sheet.png", "samples.npz", "metrics.json"):
     assert (out / name).is_file(), name
   assert json.loads((out / "metrics.json").read_text())["num_videos"] == 1
+
+
+def test_hidden_sprites_data_set_stores_visibility(config, tmp_path):
+  c = config.copy_and_resolve_references()
+  c.data.hide_frames = 5
+  assert builder.sprites_config_from(c).name == builder.sprites_config_from(config).name + "-h5"
+  builder.build_dataset(c, tmp_path)
+  ex = builder.data_source(c, tmp_path, "train")[0]
+  g = builder.sprites_config_from(c)
+  v = sprites.generate_video(builder.example_seed("train", 0), num_frames=g.num_frames, height=g.height,
+                             width=g.width, num_sprites=g.num_sprites, sprite_size=g.sprite_size,
+                             max_speed=g.max_speed, caption_detail=g.caption_detail, hide_frames=5)
+  np.testing.assert_array_equal(ex["visible"], v["visible"])
+  np.testing.assert_array_equal(ex["frames"], v["frames"])
+  assert (~ex["visible"]).sum() == 5 * c.data.num_sprites

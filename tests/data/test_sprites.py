@@ -100,3 +100,22 @@ def test_errors_name_the_argument():
     video(0, sprite_size=20)
   with pytest.raises(ValueError, match="caption_detail=3"):
     video(0, caption_detail=3)
+
+
+def test_hidden_sprites_leave_and_come_back_unchanged():
+  plain, hidden = video(3, num_sprites=2), video(3, num_sprites=2, hide_frames=9)
+  assert plain["visible"].all()
+  for key in ("colors", "shapes", "background", "trajectories"):   # hiding draws nothing else differently
+    np.testing.assert_array_equal(plain[key], hidden[key])
+  vis = hidden["visible"]
+  assert vis.shape == (2, 48) and vis[:, 0].all() and (vis.sum(axis=1) == 48 - 9).all()
+  for k in range(2):   # one run of 9 hidden frames, then the sprite is drawn where its trajectory is again
+    gone = np.flatnonzero(~vis[k])
+    assert gone[-1] - gone[0] == 8
+  background = np.array(sprites.BACKGROUNDS[sprites.BACKGROUND_NAMES[hidden["background"]]], np.uint8)
+  both_gone = ~vis.any(axis=0)
+  assert (hidden["frames"][both_gone] == background).all()
+  shown = vis.all(axis=0)
+  np.testing.assert_array_equal(hidden["frames"][shown], plain["frames"][shown])
+  with pytest.raises(ValueError, match="hide_frames"):
+    video(0, hide_frames=48)

@@ -50,12 +50,14 @@ class SpritesConfig(tfds.core.BuilderConfig):
   sprite_size: int = 6      # pixels
   max_speed: float = 0.5    # pixels per pixel frame
   caption_detail: int = 0
+  hide_frames: int = 0      # pixel frames each sprite is hidden for (0: never; then no "visible" feature)
 
   @classmethod
   def from_settings(cls, **settings) -> "SpritesConfig":
     probe = cls(name="probe", **settings)
     name = (f"n{probe.num_examples}-t{probe.num_frames}-{probe.height}x{probe.width}-k{probe.num_sprites}"
-            f"-s{probe.sprite_size}-v{float(probe.max_speed)!r}-d{probe.caption_detail}")
+            f"-s{probe.sprite_size}-v{float(probe.max_speed)!r}-d{probe.caption_detail}"
+            + (f"-h{probe.hide_frames}" if probe.hide_frames else ""))
     return cls(name=name, description=f"Sprite videos: {name}", **settings)
 
 
@@ -65,7 +67,7 @@ def sprites_config_from(config) -> SpritesConfig:
   return SpritesConfig.from_settings(
       num_examples=int(d.num_examples), num_frames=int(d.num_frames), height=int(d.height), width=int(d.width),
       num_sprites=int(d.num_sprites), sprite_size=int(d.sprite_size), max_speed=float(d.max_speed),
-      caption_detail=int(d.caption_detail))
+      caption_detail=int(d.caption_detail), hide_frames=int(d.get("hide_frames", 0)))
 
 
 @contextlib.contextmanager
@@ -107,15 +109,18 @@ class Sprites(_ReproducibleBuilder):
   def _info(self) -> tfds.core.DatasetInfo:
     c: SpritesConfig = self.builder_config
     n = c.num_sprites
+    features = {
+        "frames": tfds.features.Tensor(shape=(c.num_frames, c.height, c.width, 3), dtype=np.uint8),
+        "caption": tfds.features.Text(),
+        "colors": tfds.features.Tensor(shape=(n,), dtype=np.int32),
+        "shapes": tfds.features.Tensor(shape=(n,), dtype=np.int32),
+        "background": tfds.features.Tensor(shape=(), dtype=np.int32),
+        "trajectories": tfds.features.Tensor(shape=(n, c.num_frames, 2), dtype=np.float32),
+    }
+    if c.hide_frames:   # only then: data sets built before the option keep their features
+      features["visible"] = tfds.features.Tensor(shape=(n, c.num_frames), dtype=np.bool_)
     return self.dataset_info_from_configs(
-        features=tfds.features.FeaturesDict({
-            "frames": tfds.features.Tensor(shape=(c.num_frames, c.height, c.width, 3), dtype=np.uint8),
-            "caption": tfds.features.Text(),
-            "colors": tfds.features.Tensor(shape=(n,), dtype=np.int32),
-            "shapes": tfds.features.Tensor(shape=(n,), dtype=np.int32),
-            "background": tfds.features.Tensor(shape=(), dtype=np.int32),
-            "trajectories": tfds.features.Tensor(shape=(n, c.num_frames, 2), dtype=np.float32),
-        }),
+        features=tfds.features.FeaturesDict(features),
         description="Synthetic sprite videos; frames uint8 [T, H, W, 3], trajectories (y, x) in pixels.",
         # Records stay in generation order: source[i] is example i, generated from example_seed(split, i).
         disable_shuffling=True,
@@ -135,7 +140,9 @@ class Sprites(_ReproducibleBuilder):
       video = sprites.generate_video(
           example_seed(split, i), num_frames=c.num_frames, height=c.height, width=c.width,
           num_sprites=c.num_sprites, sprite_size=c.sprite_size, max_speed=c.max_speed,
-          caption_detail=c.caption_detail)
+          caption_detail=c.caption_detail, hide_frames=c.hide_frames)
+      if not c.hide_frames:
+        del video["visible"]
       yield i, video
 
 

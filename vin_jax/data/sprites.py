@@ -77,11 +77,14 @@ def caption_for(colors: np.ndarray, shapes: np.ndarray, background: int, caption
 
 
 def generate_video(seed: int, *, num_frames: int, height: int, width: int, num_sprites: int, sprite_size: int,
-                   max_speed: float, caption_detail: int) -> dict:
+                   max_speed: float, caption_detail: int, hide_frames: int = 0) -> dict:
   """One sprite video, a pure function of its arguments.
 
   Each sprite has a colour, a shape and a constant velocity of 0.3 * max_speed to max_speed pixels per frame
   (direction uniform); it bounces off the borders. Later sprites are drawn over earlier ones.
+  `hide_frames` > 0 (beyond the paper, #18): every sprite leaves the picture for that many consecutive frames,
+  starting at a uniform frame in [1, T - hide_frames] (frame 0 always shows it), and comes back with the same
+  colour and shape where its trajectory has taken it; identity must then outlast any short local context.
 
   Returns:
     frames: uint8 [T, H, W, 3] (T = num_frames pixel frames).
@@ -91,6 +94,7 @@ def generate_video(seed: int, *, num_frames: int, height: int, width: int, num_s
     background: int32 scalar, index into BACKGROUND_NAMES.
     trajectories: float32 [num_sprites, T, 2], (y, x) of each sprite's centre in pixels, where pixel i
       spans [i, i + 1); the drawn box is [round(c - size/2), round(c - size/2) + size) along each axis.
+    visible: bool [num_sprites, T], False where the sprite is hidden (all True when hide_frames = 0).
   """
   for name, value in (("num_frames", num_frames), ("height", height), ("width", width), ("sprite_size", sprite_size)):
     if value <= 0:
@@ -101,6 +105,9 @@ def generate_video(seed: int, *, num_frames: int, height: int, width: int, num_s
     raise ValueError(f"sprite_size={sprite_size} must fit in the frame {height}x{width}")
   if max_speed < 0:
     raise ValueError(f"max_speed={max_speed!r} must be >= 0 (pixels per frame)")
+  if not 0 <= hide_frames < num_frames:
+    raise ValueError(f"hide_frames={hide_frames!r} must be in [0, num_frames={num_frames}) (frame 0 shows "
+                     "every sprite)")
 
   rng = np.random.default_rng(seed)
   n, size = num_sprites, sprite_size
@@ -120,6 +127,11 @@ def generate_video(seed: int, *, num_frames: int, height: int, width: int, num_s
   trajectories = np.stack([_fold(straight_nt2[..., 0], lo[0], hi[0]),
                            _fold(straight_nt2[..., 1], lo[1], hi[1])], axis=-1)
 
+  visible = np.ones((n, num_frames), bool)
+  if hide_frames:   # drawn after everything else, so the other draws match a video without hiding
+    start_n = rng.integers(1, num_frames - hide_frames + 1, size=n)
+    visible &= ~((t[None, :] >= start_n[:, None]) & (t[None, :] < (start_n + hide_frames)[:, None]))
+
   frames = np.empty((num_frames, height, width, 3), np.uint8)
   frames[...] = np.array(BACKGROUNDS[BACKGROUND_NAMES[background]], np.uint8)
   corners = np.floor(trajectories - size / 2 + 0.5).astype(np.int64)  # round half up
@@ -127,7 +139,7 @@ def generate_video(seed: int, *, num_frames: int, height: int, width: int, num_s
   for k in range(n):
     mask = shape_mask(SHAPES[shapes[k]], size)
     rgb = np.array(PALETTE[COLOR_NAMES[colors[k]]], np.uint8)
-    for f in range(num_frames):
+    for f in np.flatnonzero(visible[k]):
       y, x = corners[k, f]
       frames[f, y:y + size, x:x + size][mask] = rgb
 
@@ -138,4 +150,5 @@ def generate_video(seed: int, *, num_frames: int, height: int, width: int, num_s
       "shapes": shapes,
       "background": background,
       "trajectories": trajectories.astype(np.float32),
+      "visible": visible,
   }
