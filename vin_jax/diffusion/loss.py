@@ -2,8 +2,8 @@
 
 One diffusion time t per video (or per chunk for some rows, diffusion.per_chunk_t_prob). x_t and the targets
 are cut into windows by the same function as the model input; each window is scored on its own F frames plus
-`context_loss_weight` times its L context frames (against the previous chunk's targets). Window 0's context, and frames given clean (t = 0), score nothing.
-The loss is summed over chunks and averaged over videos.
+`context_loss_weight` times its L context frames (against the previous chunk's targets). Window 0's context,
+and frames given clean (t = 0), score nothing. The loss is summed over chunks and averaged over videos.
 """
 from __future__ import annotations
 
