@@ -117,6 +117,9 @@ def base_config() -> ml_collections.ConfigDict:
   # The fps micro-condition to sample at (model.micro_conditions; 0: data.fps), e.g. data.fps / 2 for a model
   # trained with data.frame_strides=(1, 2) to move twice as far per frame.
   c.sampling.fps = 0.0
+  # (height, width) in pixels to sample at, e.g. one of data.resolutions; with model.micro_conditions it is also
+  # the resolution micro-condition. (): data.height x data.width.
+  c.sampling.resolution = ()
   c.sampling.fusion = "early"       # "early" | "mid" | "late" | "none"
   c.sampling.t_alpha = 20           # steps s > t_alpha fuse under "early"; all presets fuse num_steps - t_alpha steps
   c.sampling.guidance_scale = 1.0
@@ -163,6 +166,13 @@ def base_config() -> ml_collections.ConfigDict:
   # k-th frame of a k times longer crop, k drawn per row from this tuple, so it plays at data.fps / k. With
   # model.micro_conditions the row's fps micro-condition says so. (1,): every row at data.fps.
   c.data.frame_strides = (1,)
+  # Mixed frame sizes (STIV's resolution micro-condition, beyond the VIN paper): ((height, width), ...) in pixels,
+  # one drawn per training batch (uniformly; one compile each). The data set stays stored at data.height x
+  # data.width, which also fixes the parameter shapes; each batch's frames are scaled to cover the drawn size and
+  # centre-cropped. The DiT's RoPE takes any grid; the VIN's spatial position table is interpolated bilinearly.
+  # With model.micro_conditions the row's (height, width) micro-condition is the drawn size. (): data.height x
+  # data.width only.
+  c.data.resolutions = ()
   c.data.num_sprites = 1
   c.data.sprite_size = 6
   c.data.max_speed = 0.5            # pixels per frame

@@ -122,7 +122,7 @@ def sample_command(config, workdir: str, *, out: str | None, num_chunks: int | N
 
 def _given_frames(config, num_chunks: int, num: int, *, image, condition_video, condition_frames, interpolate):
   """(clean_x0, clean_mask) for --image, --condition_video or --interpolate; InputError for what cannot be used."""
-  h, w, fps = config.data.height, config.data.width, config.data.fps
+  (h, w), fps = config_lib.sample_size(config), config.data.fps   # given frames come at sampling.resolution
   try:
     if image:
       latent = sampling.image_latent(config, video_io.read_image(image, h, w))

@@ -47,10 +47,23 @@ def keyframe_stride(config) -> int:
   return max(1, round(config.chunking.keyframe_seconds * config.data.fps / config.autoencoder.temporal_factor))
 
 
-def latent_shape(config) -> tuple[int, int, int]:
-  """(h, w, c) of one latent frame."""
+def latent_shape(config, size: tuple[int, int] | None = None) -> tuple[int, int, int]:
+  """(h, w, c) of one latent frame of pixel frames `size` = (height, width) (None: data.height x data.width)."""
   s = config.autoencoder.spatial_factor
-  return config.data.height // s, config.data.width // s, latent_channels(config)
+  height, width = size or (config.data.height, config.data.width)
+  return height // s, width // s, latent_channels(config)
+
+
+def training_sizes(config) -> tuple[tuple[int, int], ...]:
+  """The (height, width) pixel sizes training batches come at: data.resolutions, else the stored size."""
+  sizes = tuple(tuple(int(x) for x in size) for size in config.data.get("resolutions", ()))
+  return sizes or ((int(config.data.height), int(config.data.width)),)
+
+
+def sample_size(config) -> tuple[int, int]:
+  """The (height, width) in pixels that `sample` generates: sampling.resolution, else data.height x data.width."""
+  size = tuple(int(x) for x in config.sampling.get("resolution", ()))
+  return size or (int(config.data.height), int(config.data.width))
 
 
 def latent_channels(config) -> int:
@@ -287,6 +300,16 @@ def validate(config, num_devices: int | None = None, *, purpose: str = "train") 
   for field in ("data.height", "data.width"):
     if get_field(config, field) % factor:
       fail(field, f"must be divisible by autoencoder.spatial_factor * model.patch_size = {factor}")
+  sizes = [("data.resolutions", size) for size in config.data.get("resolutions", ())]
+  if config.sampling.get("resolution", ()):
+    sizes.append(("sampling.resolution", config.sampling.resolution))
+  for field, size in sizes:
+    if (not isinstance(size, (tuple, list)) or len(size) != 2
+        or any(not isinstance(x, int) or x <= 0 or x % factor for x in size)):
+      fail(field, f"{size!r} must be (height, width): positive pixel counts divisible by "
+           f"autoencoder.spatial_factor * model.patch_size = {factor}")
+  if config.data.get("resolutions", ()) and config.data.get("latents", False):
+    fail("data.resolutions", "rescales pixel frames: precomputed latents (data.latents=True) have one size")
   chunk_pixels = F * ae.temporal_factor
   if abs(chunk_pixels - round(chunk_pixels)) > 1e-6:
     fail("chunking.chunk_frames", f"times autoencoder.temporal_factor={ae.temporal_factor} must be a whole "

@@ -17,6 +17,7 @@ from vin_jax import autoencoder as autoencoder_lib
 from vin_jax import checkpointing
 from vin_jax import config as config_lib
 from vin_jax import train as train_lib
+from vin_jax import video_io
 from vin_jax.diffusion import sampler
 from vin_jax.diffusion.schedules import Schedule
 from vin_jax.model import ModelDef
@@ -75,7 +76,7 @@ def generate(config, model_def: ModelDef, params, text, rng, *, method: str = "v
   params = model_def.compute_params(params)   # bf16 matmul weights of a bf16 model: half the memory, same output
   settings = sampler.SamplerSettings.for_method(config, method)
   schedule = Schedule.from_config(config)
-  h, w, c = config_lib.latent_shape(config)
+  h, w, c = config_lib.latent_shape(config, config_lib.sample_size(config))   # sampling.resolution
   shape = (text.shape[0], num_chunks, config.chunking.chunk_frames, h, w, c)
   if (clean_x0 is None) != (clean_mask is None):
     raise ValueError("give both clean_x0 and clean_mask, or neither")
@@ -160,7 +161,8 @@ def validation_inputs(config, data_dir, num: int, *, first_frame: bool = False):
   """Prompts (and what else is known) of the first `num` validation videos; the data set is built if needed.
 
   Returns (captions [num], first latent frames [num, h, w, c] if `first_frame` else None, true colour names
-  per video [num][sprites] for the sprite data set else None). Videos repeat if the split is smaller.
+  per video [num][sprites] for the sprite data set else None). Videos repeat if the split is smaller. First
+  frames are rescaled (cover and centre-crop) to sampling.resolution when it differs from the stored size.
   """
   from vin_jax.data import builder
   from vin_jax.data.sprites import COLOR_NAMES
@@ -172,13 +174,18 @@ def validation_inputs(config, data_dir, num: int, *, first_frame: bool = False):
   if config.data.name == "sprites" and "colors" in examples[0]:   # precomputed latents keep no colours
     true_colors = [[COLOR_NAMES[int(c)] for c in np.asarray(e["colors"])] for e in examples]
   first = None
+  size = config_lib.sample_size(config)
   if first_frame and config.data.get("latents", False):   # precomputed: raw latents, normalised here
+    if size != (config.data.height, config.data.width):
+      raise config_lib.ConfigError(f"sampling.resolution={size}: the precomputed latents' first frames are "
+                                   f"{config.data.height}x{config.data.width} and cannot be rescaled")
     ae = config.autoencoder
     first = np.stack([(np.asarray(e["latents"][0]) - ae.shift) * ae.scale for e in examples]).astype(np.float32)
   elif first_frame:
     ae = autoencoder_lib.make_autoencoder(config)
     t = config_lib.pixel_frames_of(config, 1)   # tf frames, or the one frame of a causal VAE's first latent
-    pixels = np.stack([np.asarray(e["frames"][:t]) for e in examples]).astype(np.float32) / 127.5 - 1.0
+    pixels = np.stack([video_io.resize_frames(np.asarray(e["frames"][:t]), *size) for e in examples])
+    pixels = pixels.astype(np.float32) / 127.5 - 1.0
     first = np.asarray(ae.encode(pixels))[:, 0]
   return captions, first, true_colors
 
@@ -193,7 +200,7 @@ def frames_condition(config, latents_BxKxhxwxc, positions, num_chunks: int):
   if positions.shape != latents.shape[1:2] or positions.min(initial=0) < 0 or positions.max(initial=0) >= total:
     raise ValueError(f"{latents.shape[1]} given latent frames at positions {positions.tolist()}: a video of "
                      f"{num_chunks} chunks has latent frames 0..{total - 1}")
-  frame_shape = tuple(config_lib.latent_shape(config))
+  frame_shape = tuple(config_lib.latent_shape(config, config_lib.sample_size(config)))
   clean_x0 = jnp.zeros((b, total) + frame_shape, jnp.float32).at[:, positions].set(latents)
   clean_mask = jnp.zeros((b, total), bool).at[:, positions].set(True)
   return clean_x0.reshape(b, num_chunks, f, *frame_shape), clean_mask.reshape(b, num_chunks, f)

@@ -326,7 +326,8 @@ def train(config, workdir: str, *, data_dir: str | None = None, init_from: str |
   unmasked_step = (jit_train_step(model_def, config, optimizer, mesh, state, video_key=video_key, masked=False)
                    if masked_steps < config.train.steps else train_step)
   lr_schedule = learning_rate_schedule(config)
-  pending: list[tuple[int, dict, int]] = []
+  mixed_sizes = bool(config.data.get("resolutions", ()))
+  pending: list[tuple[int, dict, dict]] = []   # (step, device metrics, the batch's num_chunks [and size])
   last_metrics: dict = {}
   progress = metrics_log.progress_bar(start_step, config.train.steps, enabled=main_process)
   tick, tick_step = time.time(), start_step
@@ -336,13 +337,13 @@ def train(config, workdir: str, *, data_dir: str | None = None, init_from: str |
     if not pending:
       return
     fetched = jax.device_get([m for _, m, _ in pending])
-    for (step, _, num_chunks), values in zip(pending, fetched):
+    for (step, _, shape_info), values in zip(pending, fetched):
       values = {k: float(v) for k, v in values.items()}
       if not math.isfinite(values["loss"]):
         raise NonFiniteLossError(
             f"loss is {values['loss']} at step {step}; stopping. The last good checkpoint in {workdir} "
             f"is untouched (step {manager.latest_step()}).")
-      last_metrics = {"step": step, **values, "num_chunks": num_chunks}
+      last_metrics = {"step": step, **values, **shape_info}
     now = time.time()
     steps_per_sec = (pending[-1][0] - tick_step) / max(now - tick, 1e-9)
     tick, tick_step = now, pending[-1][0]
@@ -355,10 +356,12 @@ def train(config, workdir: str, *, data_dir: str | None = None, init_from: str |
   try:
     for step in range(start_step + 1, config.train.steps + 1):
       batch = next(data_iter)
-      num_chunks = int(batch.pop("num_chunks"))
+      shape_info = {"num_chunks": int(batch.pop("num_chunks"))}
+      if mixed_sizes:   # data.resolutions: the batch's frame size in pixels
+        shape_info.update(height=int(batch[video_key].shape[2]), width=int(batch[video_key].shape[3]))
       batch = mesh_lib.global_batch(batch, mesh)
       state, metrics = (train_step if step <= masked_steps else unmasked_step)(state, batch, step_rng)
-      pending.append((step, metrics, num_chunks))
+      pending.append((step, metrics, shape_info))
       progress.update(1)
       if step % config.train.log_every == 0 or step == config.train.steps:
         flush_pending()

@@ -237,11 +237,29 @@ def read_image(path, height: int, width: int):
       image = image.convert("RGB")
   except (UnidentifiedImageError, OSError) as error:
     raise ValueError(f"cannot read image {path!r}: {error}") from error
+  return cover_and_crop(image, height, width)
+
+
+def cover_and_crop(image, height: int, width: int):
+  """A PIL image or uint8 [H, W, 3] array -> uint8 [height, width, 3]: scaled to cover height x width (area
+  filter when shrinking, bicubic when growing) and centre-cropped."""
+  if isinstance(image, np.ndarray):
+    if image.shape[:2] == (height, width):
+      return image
+    image = Image.fromarray(image)
   scale = max(height / image.height, width / image.width)
   size = (max(width, round(image.width * scale)), max(height, round(image.height * scale)))
   image = image.resize(size, Image.Resampling.BOX if scale < 1 else Image.Resampling.BICUBIC)
   left, top = (size[0] - width) // 2, (size[1] - height) // 2
   return np.asarray(image.crop((left, top, left + width, top + height)), np.uint8)
+
+
+def resize_frames(frames_TxHxWx3, height: int, width: int):
+  """uint8 frames [T, H, W, 3] -> [T, height, width, 3], each by `cover_and_crop` (unchanged at their size)."""
+  frames = np.asarray(frames_TxHxWx3, np.uint8)
+  if frames.shape[1:3] == (height, width):
+    return frames
+  return np.stack([cover_and_crop(frame, height, width) for frame in frames])
 
 
 def read_video_resized(path, height: int, width: int, fps: float):

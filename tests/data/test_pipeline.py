@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from vin_jax import config as config_lib
+from vin_jax import video_io
 from vin_jax.data import builder, pipeline
 from vin_jax.text import tokenizer
 
@@ -146,3 +147,48 @@ def test_frame_strides_are_validated(config):
   fps.sampling.fps = 4.0
   with pytest.raises(config_lib.ConfigError, match="sampling.fps"):
     config_lib.validate(fps)
+
+
+def test_resolutions_draw_one_size_per_batch_and_label_it(config, data_dir):
+  """data.resolutions=((8, 8), (4, 8)): every batch comes at one of the sizes, each row its crop of the stored
+  8x8 frames scaled to cover and centre-cropped, and "micro" names the batch's size. One size equal to the
+  stored one keeps the batches of a run without the option."""
+  mixed = config.copy_and_resolve_references()
+  mixed.data.resolutions = ((8, 8), (4, 8))
+  mixed.data.bucket_chunks, mixed.data.bucket_weights = (1,), (1.0,)
+  mixed.model.micro_conditions = True
+  config_lib.validate(mixed)
+  source = builder.data_source(mixed, data_dir, "train")
+  it = pipeline.make_train_iterator(mixed, data_dir, process_index=0, process_count=1)
+  clip = config_lib.pixel_frames_per_chunk(mixed)
+  seen = set()
+  for i in range(8):
+    batch = next(it)
+    size = batch["frames"].shape[2:4]
+    seen.add(size)
+    assert size in mixed.data.resolutions and batch["frames"].dtype == np.uint8
+    np.testing.assert_array_equal(batch["micro"][:, 1:], np.tile(np.array([size], np.float32), (mixed.data.batch_size, 1)))
+    for row, index in enumerate(it.reader.example_indices(i)):
+      frames = source[int(index)]["frames"]
+      assert any(np.array_equal(video_io.resize_frames(frames[s:s + clip], *size), batch["frames"][row])
+                 for s in range(frames.shape[0] - clip + 1)), (i, row, size)
+  assert seen == {(8, 8), (4, 8)}
+  same = config.copy_and_resolve_references()
+  same.data.resolutions = ((8, 8),)
+  assert_same_batches(take(pipeline.make_train_iterator(same, data_dir, process_index=0, process_count=1), 4),
+                      take(pipeline.make_train_iterator(config, data_dir, process_index=0, process_count=1), 4))
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("data.resolutions", ((8, 8), (6, 8)), r"data.resolutions.*\(6, 8\).*divisible by .* = 4"),
+    ("data.resolutions", ((8,),), r"data.resolutions.*\(height, width\)"),
+    ("sampling.resolution", (8, 0), r"sampling.resolution=\(8, 0\)"),
+])
+def test_resolutions_are_validated(config, field, value, match):
+  bad = config_lib.override(config.copy_and_resolve_references(), {field: value})
+  with pytest.raises(config_lib.ConfigError, match=match):
+    config_lib.validate(bad)
+  latents = config_lib.override(config.copy_and_resolve_references(),
+                                {"data.resolutions": ((8, 8), (4, 8)), "data.latents": True})
+  with pytest.raises(config_lib.ConfigError, match="data.resolutions.*precomputed latents"):
+    config_lib.validate(latents)

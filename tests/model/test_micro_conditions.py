@@ -62,8 +62,8 @@ def test_the_conditions_change_the_prediction_per_row_and_equal_ones_are_determi
   x, t, text = random_inputs(config)
   predict = _predict(model_def, config)
   default = jnp.array([[config.data.fps, config.data.height, config.data.width]] * x.shape[0], jnp.float32)
-  # None: the config's data.fps, height, width for every row.
-  np.testing.assert_array_equal(model_def.bind(perturbed).micro(None, x.shape[0]), default)
+  # None: the config's data.fps and the pixel size of x (here data.height, data.width) for every row.
+  np.testing.assert_array_equal(model_def.bind(perturbed).micro(None, x.shape), default)
   base, base_g = predict(perturbed, x, t, text, default)
   again, again_g = predict(perturbed, x, t, text, default)
   np.testing.assert_array_equal(base, again)

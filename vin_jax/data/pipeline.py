@@ -11,7 +11,9 @@ A batch (for a bucket of N chunks, P = pixel_frames_per_chunk(config)):
                float32 T5 embeddings [B_local, Lt, E] (text.encoder "t5", or "precomputed": stored)
   num_chunks:  int, N (the same on all processes)
   micro:       float32 [B_local, 3] (fps, height, width) of each row, only with model.micro_conditions: fps is
-               data.fps / k for a row read at temporal stride k (data.frame_strides)
+               data.fps / k for a row read at temporal stride k (data.frame_strides); height, width the batch's
+With data.resolutions each batch's frames come at one (H, W) of them, drawn per batch (scaled to cover and
+centre-cropped from the stored data.height x data.width), so every size compiles once.
 With data.latents (the precomputed data set, vin_jax/data/latents.py) `latents` replaces `frames`:
   latents:     float32 [B_local, N * F, h, w, c]  F = chunking.chunk_frames, normalised by autoencoder.shift/scale
 """
@@ -25,6 +27,7 @@ import grain
 import numpy as np
 
 from vin_jax import config as config_lib
+from vin_jax import video_io
 from vin_jax.data import builder
 from vin_jax.text import conditioning
 
@@ -52,12 +55,13 @@ class BatchReader:
                frames_per_chunk: int, captions_to_text: Callable[[list[str]], np.ndarray],
                video_key: str = "frames", normalize: Callable[[np.ndarray], np.ndarray] | None = None,
                stored_text_key: str | None = None, frame_strides: Sequence[int] = (1,),
-               micro: tuple[float, float, float] | None = None):
+               micro: tuple[float, float, float] | None = None, sizes: Sequence[tuple[int, int]] = ()):
     """`video_key` is the stored video ("frames" or "latents"), cropped to whole chunks of `frames_per_chunk`
     frames and passed through `normalize`; the text is `captions_to_text(captions)`, or the stored array
     `stored_text_key` of each example when given. `frame_strides`: each row reads every k-th frame of its crop,
     k drawn from these per row (frame-rate augmentation). `micro`: (fps, height, width) of a stride-1 row; when
-    given, batches carry "micro" (the fps divided by each row's stride)."""
+    given, batches carry "micro" (the fps divided by each row's stride). `sizes`: (height, width) pixel sizes,
+    one drawn per batch, that the frames are rescaled to (and that "micro" then names); (): as stored."""
     if batch_size % process_count:
       raise ValueError(f"data.batch_size={batch_size} must be divisible by the process count {process_count}")
     if not 0 <= process_index < process_count:
@@ -85,10 +89,13 @@ class BatchReader:
     if not self._strides or min(self._strides) < 1:
       raise ValueError(f"data.frame_strides={tuple(frame_strides)} must be positive integers")
     self._micro = micro
+    self._sizes = tuple((int(h), int(w)) for h, w in sizes)
+    if sizes and video_key != "frames":
+      raise ValueError("data.resolutions rescales pixel frames; precomputed latents have one size")
 
-  def _plan(self, batch_index: int) -> tuple[int, np.ndarray, np.ndarray]:
-    """(num_chunks, crop offsets of all B global rows as fractions [B], their temporal strides int64 [B]);
-    identical on all processes."""
+  def _plan(self, batch_index: int) -> tuple[int, np.ndarray, np.ndarray, tuple[int, int] | None]:
+    """(num_chunks, crop offsets of all B global rows as fractions [B], their temporal strides int64 [B], the
+    batch's (height, width) or None for the stored size); identical on all processes."""
     rng = np.random.default_rng([self._seed, _BATCH_SALT, batch_index])
     bucket = int(np.searchsorted(self._cumulative, rng.random(), side="right"))
     num_chunks = self._bucket_chunks[min(bucket, len(self._bucket_chunks) - 1)]
@@ -97,7 +104,10 @@ class BatchReader:
     # Drawn last and only when there is a choice: one stride keeps the batches of runs without it.
     strides = (rng.choice(np.asarray(self._strides), self.batch_size) if len(self._strides) > 1 else
                np.full(self.batch_size, self._strides[0]))
-    return num_chunks, fractions, strides.astype(np.int64)
+    # Drawn after the strides and only when there is a choice, for the same reason.
+    size = (self._sizes[int(rng.integers(len(self._sizes)))] if len(self._sizes) > 1 else
+            (self._sizes[0] if self._sizes else None))
+    return num_chunks, fractions, strides.astype(np.int64), size
 
   def num_chunks(self, batch_index: int) -> int:
     """The bucket (chunks per video) of global batch `batch_index`."""
@@ -112,7 +122,7 @@ class BatchReader:
 
   def __call__(self, batch_index: int) -> dict[str, Any]:
     batch_index = int(batch_index)
-    num_chunks, fractions, strides = self._plan(batch_index)
+    num_chunks, fractions, strides, size = self._plan(batch_index)
     clip_frames = num_chunks * self._frames_per_chunk
     videos, captions, stored_text, row_strides = [], [], [], []
     for row, example_index in enumerate(self.example_indices(batch_index)):
@@ -124,7 +134,8 @@ class BatchReader:
         raise ValueError(f"data.num_frames: stored videos have {video.shape[0]} {self._video_key}, the bucket "
                          f"of {num_chunks} chunks at temporal stride {k} (data.frame_strides) needs {span}")
       offset = int(fractions[self._first_row + row] * (video.shape[0] - span + 1))
-      videos.append(video[offset:offset + span:k])
+      clip = video[offset:offset + span:k]
+      videos.append(clip if size is None else video_io.resize_frames(clip, *size))
       row_strides.append(k)
       captions.append(example["caption"])
       if self._stored_text_key:
@@ -137,6 +148,7 @@ class BatchReader:
     }
     if self._micro is not None:
       fps, height, width = self._micro
+      height, width = size or (height, width)
       batch["micro"] = np.array([[fps / k, height, width] for k in row_strides], np.float32)
     return batch
 
@@ -198,7 +210,7 @@ def make_train_iterator(config, data_dir: str | pathlib.Path, *, process_index: 
       builder.data_source(config, data_dir, split), seed=config.seed, batch_size=config.data.batch_size,
       process_index=process_index, process_count=process_count, bucket_chunks=config.data.bucket_chunks,
       bucket_weights=config.data.bucket_weights, frame_strides=tuple(config.data.get("frame_strides", (1,))),
-      micro=micro_of(config), **_video_and_text(config))
+      micro=micro_of(config), sizes=tuple(config.data.get("resolutions", ())), **_video_and_text(config))
   # An "endless" range of global batch indices; to_iter_dataset keeps the next index as the iterator state.
   batches = grain.MapDataset.range(0, 2 ** 62).map(reader)
   read_options = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=max(1, 2 * num_threads))

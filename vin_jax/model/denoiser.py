@@ -32,9 +32,10 @@ class VideoDenoiser(nnx.Module):
     self.sigma_data, self.x0_min_sigma = float(d.sigma_data), float(d.x0_min_sigma)
     # model.micro_conditions: the (fps, height, width) rows take when the caller passes none.
     self.micro_conditions = bool(config.model.get("micro_conditions", False))
-    # Training passes each row's (the pipeline's "micro"); sampling takes sampling.fps (0: data.fps).
-    fps = float(config.sampling.get("fps", 0.0)) or float(config.data.fps)
-    self.default_micro = (fps, float(config.data.height), float(config.data.width))
+    # Training passes each row's (the pipeline's "micro"); sampling takes sampling.fps (0: data.fps) and the
+    # pixel size of the latents it denoises.
+    self.default_fps = float(config.sampling.get("fps", 0.0)) or float(config.data.fps)
+    self.spatial_factor = int(config.autoencoder.spatial_factor)
 
   def context_frames(self, requested: int, full: bool | None = None) -> int:
     """Context frames recomputed inside each window: none in `full` mode (its one window is the video) or
@@ -44,15 +45,18 @@ class VideoDenoiser(nnx.Module):
   def encode_text(self, text, drop_B=None):
     return self.text(text, drop_B)
 
-  def micro(self, micro_BxK, batch: int):
-    """The micro-conditions [B, 3] (fps, height, width; fp32): `micro_BxK`, or the config's data.fps,
-    data.height, data.width for every row when it is None. None for a model without model.micro_conditions."""
+  def micro(self, micro_BxK, latent_shape):
+    """The micro-conditions [B, 3] (fps, height, width; fp32): `micro_BxK`, or, when it is None, sampling.fps
+    (0: data.fps) and the pixel size of latents of `latent_shape` [B, N, F, h, w, c] for every row. None for a
+    model without model.micro_conditions."""
     if not self.micro_conditions:
       return None
+    batch, h, w = latent_shape[0], latent_shape[3], latent_shape[4]
     if micro_BxK is None:
-      return jnp.broadcast_to(jnp.asarray(self.default_micro, jnp.float32), (batch, len(self.default_micro)))
+      default = (self.default_fps, float(h * self.spatial_factor), float(w * self.spatial_factor))
+      return jnp.broadcast_to(jnp.asarray(default, jnp.float32), (batch, 3))
     micro_BxK = jnp.asarray(micro_BxK, jnp.float32)
-    if micro_BxK.shape != (batch, len(self.default_micro)):
+    if micro_BxK.shape != (batch, 3):
       raise ValueError(f"micro_BxK must be [B={batch}, 3] (fps, height, width), got {micro_BxK.shape}")
     return micro_BxK
 
@@ -61,7 +65,7 @@ class VideoDenoiser(nnx.Module):
     if self.vin is None:
       return None
     return self.vin(x_t_BxNxFxhxwxc, t_BxNxF, video_time(t_BxNxF, axis_name), text_tokens, text_mask,
-                    axis_name=axis_name, micro_BxK=self.micro(micro_BxK, x_t_BxNxFxhxwxc.shape[0]))
+                    axis_name=axis_name, micro_BxK=self.micro(micro_BxK, x_t_BxNxFxhxwxc.shape))
 
   def __call__(self, x_t_BxNxFxhxwxc, t_BxNxF, text, *, context_frames: int, drop_text_B=None,
                axis_name=None, global_tokens=None, use_global: bool = True, full: bool | None = None,
@@ -77,8 +81,8 @@ class VideoDenoiser(nnx.Module):
       global_tokens: overrides the VIN's output (e.g. another video's tokens, to test they are used).
       use_global: False runs the windows without global tokens (`no_global` sampling of a VIN model).
       full: overrides model.window_mode at call time (`full` sampling of a chunked model).
-      micro_BxK: model.micro_conditions (STIV): per-row (fps, height, width in pixels) [B, 3]; None takes the
-        config's data.fps, data.height, data.width for every row. Ignored by a model without them.
+      micro_BxK: model.micro_conditions (STIV): per-row (fps, height, width in pixels) [B, 3]; None takes
+        sampling.fps (0: data.fps) and the pixel size of x_t for every row. Ignored by a model without them.
       mask: masked training (train.mask_ratio, `model/masking.py`): each window's DiT sees only its kept
         tokens (the VIN still sees the whole video). Training only.
     Returns:
@@ -88,7 +92,7 @@ class VideoDenoiser(nnx.Module):
     """
     b, n, f = x_t_BxNxFxhxwxc.shape[:3]
     full = self.full if full is None else full
-    micro = self.micro(micro_BxK, b)
+    micro = self.micro(micro_BxK, x_t_BxNxFxhxwxc.shape)
     text_tokens, text_mask = self.encode_text(text, drop_text_B)
     if full or not use_global:
       global_tokens = None
@@ -121,12 +125,13 @@ class VideoDenoiser(nnx.Module):
     if mask is not None:
       if shared:
         raise ValueError("masked training (train.mask_ratio > 0) needs chunking.context_mode='recompute'")
-      s_tok = self.dit.grid[0] * self.dit.grid[1]
+      gh, gw = self.dit.grid(*x_t_BxNxFxhxwxc.shape[3:5])
+      s_tok = gh * gw
       ctx_tokens, own_tokens = L // self.temporal_patch * s_tok, (w - L) // self.temporal_patch * s_tok
       keep = masking.sample_keep(mask.rng, b, nw, ctx_tokens, own_tokens, mask.ratio, row_offset=mask.row_offset,
                                  window_offset=halo.chunk_offset(nw, axis_name)).reshape(b * nw, -1)
       kept_context = masking.kept(ctx_tokens, mask.ratio)
-      weights = self.token_grid(masking.token_weights(keep, ctx_tokens, own_tokens, mask.ratio), w)
+      weights = self.token_grid(masking.token_weights(keep, ctx_tokens, own_tokens, mask.ratio), w, (gh, gw))
       weights = weights.reshape(b, nw, *weights.shape[1:])                          # [B, Nw, W, h, w]
     preds = self.dit(win.reshape(b * nw, w, *win.shape[3:]), t_win.reshape(b * nw, w),
                      jnp.broadcast_to(valid[None], (b, nw, w)).reshape(b * nw, w), per_window(global_tokens),
@@ -147,9 +152,10 @@ class VideoDenoiser(nnx.Module):
       return preds, valid, weights
     return preds, valid
 
-  def token_grid(self, per_token_BxT, window_frames: int):
-    """Per-token values [B, Tp * S] (the DiT's token order) -> per latent position [B, W, h, w]."""
-    gh, gw = self.dit.grid
+  def token_grid(self, per_token_BxT, window_frames: int, grid: tuple[int, int]):
+    """Per-token values [B, Tp * S] (the DiT's token order, S = rows x columns of `grid`) -> per latent
+    position [B, W, h, w]."""
+    gh, gw = grid
     p, pt = self.dit.patch_size, self.temporal_patch
     x = per_token_BxT.reshape(-1, window_frames // pt, gh, gw)
     return jnp.repeat(jnp.repeat(jnp.repeat(x, pt, axis=1), p, axis=2), p, axis=3)

@@ -22,10 +22,9 @@ class WindowDiT(nnx.Module):
   def __init__(self, config, *, use_global_tokens: bool, rngs: nnx.Rngs):
     m = config.model
     width, p, pt = m.width, m.patch_size, m.temporal_patch
-    h, w, c = config_lib.latent_shape(config)
+    c = config_lib.latent_channels(config)
     dtype = jnp.dtype(m.dtype)
     self.patch_size, self.temporal_patch = p, pt
-    self.grid = (h // p, w // p)
     self.rope_theta = m.rope_theta
     self.head_dim = width // m.num_heads
     patch_dim = pt * p * p * c
@@ -57,14 +56,18 @@ class WindowDiT(nnx.Module):
       raise ValueError("model.micro_conditions is on: pass micro_BxK [B, 3] (fps, height, width)")
     return self.micro(micro_BxK)
 
-  def positions(self, num_time_patches: int) -> np.ndarray:
-    """[Tp * S, 3] (time patch, row, column) of the window's tokens, in token order."""
-    gh, gw = self.grid
+  def grid(self, h: int, w: int) -> tuple[int, int]:
+    """The (rows, columns) token grid of latent frames h x w (any size divisible by the patch: RoPE)."""
+    return h // self.patch_size, w // self.patch_size
+
+  def positions(self, num_time_patches: int, grid: tuple[int, int]) -> np.ndarray:
+    """[Tp * S, 3] (time patch, row, column) of the window's tokens on a (rows, columns) grid, in token order."""
+    gh, gw = grid
     t, y, x = np.meshgrid(np.arange(num_time_patches), np.arange(gh), np.arange(gw), indexing="ij")
     return np.stack([t.ravel(), y.ravel(), x.ravel()], axis=-1)
 
-  def rope(self, num_time_patches: int):
-    return layers.rope_angles(jnp.asarray(self.positions(num_time_patches)), self.head_dim, self.rope_theta)
+  def rope(self, num_time_patches: int, grid: tuple[int, int]):
+    return layers.rope_angles(jnp.asarray(self.positions(num_time_patches, grid)), self.head_dim, self.rope_theta)
 
   def __call__(self, window_BxWxhxwxc, t_BxW, valid_BxW, global_BxGxDv, t_video_B, text_BxLtxDt,
                text_mask_BxLt, local_context=None, *, micro_BxK=None, keep_BxK=None, kept_context_tokens=0):
@@ -82,6 +85,7 @@ class WindowDiT(nnx.Module):
     """
     p, pt = self.patch_size, self.temporal_patch
     b, num_frames = window_BxWxhxwxc.shape[:2]
+    grid = self.grid(*window_BxWxhxwxc.shape[2:4])
     patches = einops.rearrange(window_BxWxhxwxc, "b (t pt) (h ph) (w pw) c -> b t (h w) (pt ph pw c)",
                                pt=pt, ph=p, pw=p)
     tp, s = patches.shape[1], patches.shape[2]
@@ -94,13 +98,13 @@ class WindowDiT(nnx.Module):
     key_mask = jnp.repeat(valid, s, axis=1)                                       # [B, Tp*S]
     final_mod = self.final_adaln(t_emb) + self.final_table[...]                   # [B, Tp, 2, D]
     if keep_BxK is None:
-      segments = [layers.Segment(self.patch_embed(patches), self.adaln(t_emb), self.rope(tp))]
+      segments = [layers.Segment(self.patch_embed(patches), self.adaln(t_emb), self.rope(tp, grid))]
     else:
       # Masked training: the kept tokens as a segment of K groups of one token, each with its own modulation.
       take = lambda a: jnp.take_along_axis(a, keep_BxK.reshape(b, -1, *([1] * (a.ndim - 2))), axis=1)
       per_token = lambda a: jnp.take_along_axis(a, (keep_BxK // s).reshape(b, -1, *([1] * (a.ndim - 2))), axis=1)
       x = self.patch_embed(take(patches.reshape(b, tp * s, -1)))[:, :, None]       # [B, K, 1, D]
-      rope = layers.rope_angles(jnp.asarray(self.positions(tp))[keep_BxK], self.head_dim, self.rope_theta)
+      rope = layers.rope_angles(jnp.asarray(self.positions(tp, grid))[keep_BxK], self.head_dim, self.rope_theta)
       segments = [layers.Segment(x, per_token(self.adaln(t_emb)), rope)]          # rope [B, K, P]
       key_mask = take(key_mask)
       final_mod = per_token(final_mod)                                            # [B, K, 2, D]
@@ -124,6 +128,6 @@ class WindowDiT(nnx.Module):
     if keep_BxK is not None:   # back to the window grid, dropped tokens 0
       out = jnp.zeros((b, tp * s, out.shape[-1]), out.dtype).at[jnp.arange(b)[:, None], keep_BxK].set(out[:, :, 0])
       out = out.reshape(b, tp, s, -1)
-    gh, gw = self.grid
+    gh, gw = grid
     return einops.rearrange(out, "b t (h w) (pt ph pw c) -> b (t pt) (h ph) (w pw) c",
                             h=gh, w=gw, pt=pt, ph=p, pw=p)

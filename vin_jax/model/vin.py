@@ -32,6 +32,8 @@ class VideoInterfaceNetwork(nnx.Module):
     self.stride = config_lib.keyframe_stride(config)
     self.global_init = nnx.Param(0.02 * jax.random.normal(rngs.params(), (v.num_global_tokens, width)))
     self.patch_embed = nnx.Linear(p * p * c, width, dtype=dtype, rngs=rngs)
+    # A learned table over the data.height x data.width grid, resized bilinearly to other grids (data.resolutions).
+    self.pos_grid = (h // p, w // p)
     self.spatial_pos = nnx.Param(0.02 * jax.random.normal(rngs.params(), ((h // p) * (w // p), width)))
     self.frame_pos = nnx.Linear(width, width, dtype=dtype, rngs=rngs)
     self.keyframe_time = layers.TimestepEmbedder(width, rngs=rngs)
@@ -60,12 +62,22 @@ class VideoInterfaceNetwork(nnx.Module):
     k = keyframes.shape[2]
     p = self.patch_size
     patches = einops.rearrange(keyframes, "b n k (h ph) (w pw) c -> b n k (h w) (ph pw c)", ph=p, pw=p)
-    tokens = self.patch_embed(patches) + self.spatial_pos[...]              # [B, N, K, S, Dv]
+    grid = (keyframes.shape[3] // p, keyframes.shape[4] // p)
+    tokens = self.patch_embed(patches) + self.spatial_positions(grid)       # [B, N, K, S, Dv]
     frame_index = (halo.chunk_offset(n, axis_name) + jnp.arange(n))[:, None] * f + np.arange(0, f, self.stride)
     pos = self.frame_pos(layers.position_features(frame_index, tokens.shape[-1]))   # [N, K, Dv]
     t_emb = self.keyframe_time(t_BxNxF[:, :, ::self.stride])                # [B, N, K, Dv]
     tokens = tokens + pos[None, :, :, None] + t_emb[:, :, :, None]
     return tokens.reshape(b, n * k * tokens.shape[3], -1).astype(self.dtype)
+
+  def spatial_positions(self, grid: tuple[int, int]):
+    """The position table for a (rows, columns) token grid: [rows * columns, Dv]; the learned table itself at
+    the data.height x data.width grid, else its bilinear resize (jax.image.resize, half-pixel centres)."""
+    table = self.spatial_pos[...]
+    if tuple(grid) == self.pos_grid:
+      return table
+    table = table.reshape(*self.pos_grid, -1)
+    return jax.image.resize(table, (*grid, table.shape[-1]), "bilinear").reshape(grid[0] * grid[1], -1)
 
   def __call__(self, video_BxNxFxhxwxc, t_BxNxF, t_video_B, text_BxLtxDt, text_mask_BxLt, *, axis_name=None,
                micro_BxK=None):
