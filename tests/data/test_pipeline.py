@@ -103,17 +103,24 @@ def test_default_sharding_is_the_jax_process(config, data_dir):
   assert batch["frames"].shape[0] == config.data.batch_size
 
 
+def _labelled_one_chunk_batches(config, data_dir, **data_fields):
+  """(a validated copy of `config` with `data_fields`, one-chunk batches and model.micro_conditions; its train
+  split; its one-process batch iterator)."""
+  labelled = config.copy_and_resolve_references()
+  for field, value in data_fields.items():
+    labelled.data[field] = value
+  labelled.data.bucket_chunks, labelled.data.bucket_weights = (1,), (1.0,)
+  labelled.model.micro_conditions = True
+  config_lib.validate(labelled)
+  return (labelled, builder.data_source(labelled, data_dir, "train"),
+          pipeline.make_train_iterator(labelled, data_dir, process_index=0, process_count=1))
+
+
 def test_frame_strides_read_every_kth_frame_and_label_the_fps(config, data_dir):
   """data.frame_strides=(1, 2): each row is every k-th frame of its example from some offset, k per row; with
   model.micro_conditions the batch's "micro" row is (data.fps / k, height, width). One stride, (1,), keeps
   the batches of a run without the option."""
-  strided = config.copy_and_resolve_references()
-  strided.data.frame_strides = (1, 2)
-  strided.data.bucket_chunks, strided.data.bucket_weights = (1,), (1.0,)
-  strided.model.micro_conditions = True
-  config_lib.validate(strided)
-  source = builder.data_source(strided, data_dir, "train")
-  it = pipeline.make_train_iterator(strided, data_dir, process_index=0, process_count=1)
+  strided, source, it = _labelled_one_chunk_batches(config, data_dir, frame_strides=(1, 2))
   clip = config_lib.pixel_frames_per_chunk(strided)
   seen = set()
   for i in range(6):
@@ -153,13 +160,7 @@ def test_resolutions_draw_one_size_per_batch_and_label_it(config, data_dir):
   """data.resolutions=((8, 8), (4, 8)): every batch comes at one of the sizes, each row its crop of the stored
   8x8 frames scaled to cover and centre-cropped, and "micro" names the batch's size. One size equal to the
   stored one keeps the batches of a run without the option."""
-  mixed = config.copy_and_resolve_references()
-  mixed.data.resolutions = ((8, 8), (4, 8))
-  mixed.data.bucket_chunks, mixed.data.bucket_weights = (1,), (1.0,)
-  mixed.model.micro_conditions = True
-  config_lib.validate(mixed)
-  source = builder.data_source(mixed, data_dir, "train")
-  it = pipeline.make_train_iterator(mixed, data_dir, process_index=0, process_count=1)
+  mixed, source, it = _labelled_one_chunk_batches(config, data_dir, resolutions=((8, 8), (4, 8)))
   clip = config_lib.pixel_frames_per_chunk(mixed)
   seen = set()
   for i in range(8):
@@ -167,7 +168,7 @@ def test_resolutions_draw_one_size_per_batch_and_label_it(config, data_dir):
     size = batch["frames"].shape[2:4]
     seen.add(size)
     assert size in mixed.data.resolutions and batch["frames"].dtype == np.uint8
-    np.testing.assert_array_equal(batch["micro"][:, 1:], np.tile(np.array([size], np.float32), (mixed.data.batch_size, 1)))
+    assert (batch["micro"][:, 1:] == np.array(size, np.float32)).all()
     for row, index in enumerate(it.reader.example_indices(i)):
       frames = source[int(index)]["frames"]
       assert any(np.array_equal(video_io.resize_frames(frames[s:s + clip], *size), batch["frames"][row])
