@@ -13,7 +13,8 @@ def load(name="tiny", arg=None):
   return config_lib.load_config_file(REPO / "configs" / f"{name}.py", arg)
 
 
-@pytest.mark.parametrize("name,arg", [("tiny", None), ("tiny", "test"), ("micro", None), ("micro", "hidden"), ("base", None)])
+@pytest.mark.parametrize("name,arg", [("tiny", None), ("tiny", "test"), ("micro", None), ("micro", "hidden"),
+                                      ("base", None)])
 def test_cpu_configs_validate(name, arg):
   config_lib.validate(load(name, arg))
   config_lib.validate(load(name, arg), num_devices=1)
