@@ -54,12 +54,6 @@ def latent_shape(config, size: tuple[int, int] | None = None) -> tuple[int, int,
   return height // s, width // s, latent_channels(config)
 
 
-def training_sizes(config) -> tuple[tuple[int, int], ...]:
-  """The (height, width) pixel sizes training batches come at: data.resolutions, else the stored size."""
-  sizes = tuple(tuple(int(x) for x in size) for size in config.data.get("resolutions", ()))
-  return sizes or ((int(config.data.height), int(config.data.width)),)
-
-
 def sample_size(config) -> tuple[int, int]:
   """The (height, width) in pixels that `sample` generates: sampling.resolution, else data.height x data.width."""
   size = tuple(int(x) for x in config.sampling.get("resolution", ()))

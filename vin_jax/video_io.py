@@ -244,8 +244,6 @@ def cover_and_crop(image, height: int, width: int):
   """A PIL image or uint8 [H, W, 3] array -> uint8 [height, width, 3]: scaled to cover height x width (area
   filter when shrinking, bicubic when growing) and centre-cropped."""
   if isinstance(image, np.ndarray):
-    if image.shape[:2] == (height, width):
-      return image
     image = Image.fromarray(image)
   scale = max(height / image.height, width / image.width)
   size = (max(width, round(image.width * scale)), max(height, round(image.height * scale)))
