@@ -82,16 +82,18 @@ def attention_core(rows, q, k, heads, head_dim, masked) -> Cost:
 
 
 def attention(rows, q, width, heads, *, k=None, kv_width=None, rope_tokens=0, masked=False,
-              shared_keys=0, keys_only=0) -> Cost:
+              shared_keys=0, keys_only=0, first_rows=0) -> Cost:
   """layers.Attention: self-attention (k None) over q tokens, or cross-attention from q to k tokens.
-  `shared_keys`: keys and values per row read from the previous chunk (context_mode="shared"): attended,
-  re-rotated, not projected. `keys_only`: self-attention keys and values that are not queries."""
+  `shared_keys`: keys and values per row read from the previous chunk (context_mode="shared"): re-rotated,
+  not projected, and attended by all rows but the `first_rows` (the videos' first chunks, which have no
+  neighbour: `LocalContext.attend`). `keys_only`: self-attention keys and values that are not queries."""
   k = q + keys_only if k is None else k
   kv_width = kv_width or width
   return total([linear(rows * q, width, width), rms_norm(rows * q * heads, width // heads),
                 2 * linear(rows * k, kv_width, width), rms_norm(rows * k * heads, width // heads),
                 Cost(0, 2 * 3 * rows * rope_tokens * width + 3 * rows * shared_keys * width),
-                attention_core(rows, q, k + shared_keys, heads, width // heads, masked),
+                attention_core(rows - first_rows, q, k + shared_keys, heads, width // heads, masked),
+                attention_core(first_rows, q, k, heads, width // heads, masked),
                 linear(rows * q, width, width)])
 
 
@@ -109,7 +111,7 @@ def adaln(n, d, mods) -> Cost:
 
 
 def dit_block(rows, segments, width, heads, ratio, text_len, text_width, *, masked, rope_tokens=0,
-              shared_keys=0, keys_only=0, factorised=False) -> Cost:
+              shared_keys=0, keys_only=0, factorised=False, first_rows=0) -> Cost:
   """layers.DiTBlock on `rows` rows of segments [(groups T, tokens per group S)]: joint self-attention,
   text cross-attention, MLP, with sandwich norms and AdaLN modulation per group.
   `keys_only`: tokens that are keys and values only (model.global_tokens_in_dit="keys_values"): modulated and
@@ -125,7 +127,7 @@ def dit_block(rows, segments, width, heads, ratio, text_len, text_width, *, mask
                                           shared_keys=shared_keys)
   else:
     self_attention = attention(rows, q, width, heads, rope_tokens=rope_tokens, masked=masked,
-                               shared_keys=shared_keys, keys_only=keys_only)
+                               shared_keys=shared_keys, keys_only=keys_only, first_rows=first_rows)
   return total([
       Cost(0, 6 * groups * width + 6 * rows * bool(keys_only) * width),   # per-block table + modulations
       modulate, rms_norm(rows * keys_only, width, scale=False) + Cost(0, 2 * rows * keys_only * width),
@@ -213,7 +215,9 @@ def window_dit(config, rows, num_windows, window_frames, *, global_tokens, conte
   context and own parts enter the DiT, as one-token modulation groups (a training-step count: sampling never
   masks; not checked against XLA, whose training-step count the tests compare at 0.61x for 0.5).
 
-  The key mask is a compile-time constant; with no context frames it is all true and XLA drops it.
+  The key mask is a compile-time constant; with no context frames it is all true and XLA drops it (so in
+  joint shared mode, where the first chunks attend without the halo, no key is masked). The count is the
+  unsharded one: split over 'chunk' devices the first chunk's halo stays masked.
   """
   m, t = config.model, config.text
   d, pt = m.width, m.temporal_patch
@@ -237,10 +241,13 @@ def window_dit(config, rows, num_windows, window_frames, *, global_tokens, conte
       keys_only = g
     else:
       segments.append((1, g))
+  factorised = m.get("attention_layout", "joint") == "factorised"
+  # Joint shared attention splits off the first chunks (`LocalContext.attend`): no key is masked.
+  split_first = shared and context_frames > 0 and not factorised
   cost += m.depth * dit_block(wr, segments, d, m.num_heads, m.mlp_ratio, t.max_length, t.width,
-                              masked=context_frames > 0 or mask_ratio > 0, rope_tokens=rope_tokens,
-                              shared_keys=context_frames // pt * s if shared else 0, keys_only=keys_only,
-                              factorised=m.get("attention_layout", "joint") == "factorised")
+                              masked=(context_frames > 0 and not split_first) or mask_ratio > 0,
+                              rope_tokens=rope_tokens, shared_keys=context_frames // pt * s if shared else 0,
+                              keys_only=keys_only, factorised=factorised, first_rows=rows if split_first else 0)
   return cost + total([linear(wr * tp, d, 2 * d), rms_norm(n, d, scale=False), Cost(0, 2 * n * d),
                        linear(n, d, patch_dim)])
 

@@ -186,7 +186,7 @@ class Attention(nnx.Module):
       kv_in = x_BxQxD if keys_only_BxMxD is None else jnp.concatenate([x_BxQxD, keys_only_BxMxD], axis=1)
       k, v = self.project_kv(kv_in, rope_angles_LxP)
       if local_context is not None:
-        k, v, key_mask_BxK = local_context.keys_values(k, v, key_mask_BxK)
+        return self.merge_heads(local_context.attend(q, k, v, key_mask_BxK, kind=self.kind))
     else:
       q = self.project_q(x_BxQxD)
       k, v = self.project_kv(context_BxKxD)

@@ -63,6 +63,37 @@ class LocalContext:
     return (jnp.concatenate([k_BxKxHxDh, k_ctx], axis=1), jnp.concatenate([v_BxKxHxDh, v_ctx], axis=1),
             jnp.concatenate([key_mask_BxK, valid], axis=1))
 
+  def attend(self, q_BxQxHxDh, k_BxKxHxDh, v_BxKxHxDh, key_mask_BxK, *, kind: str):
+    """The window's self-attention with this local context: `keys_values`, then `layers.attention`.
+    -> [B, Q, H, Dh].
+
+    Shared mode with the whole chunk axis on this device: the video's first chunk has no neighbour, so its
+    queries attend to their own keys alone instead of through L' x S masked halo keys, and the other
+    chunks' halos need no mask (the same numbers; 1/N of the halo's attention FLOPs saved). Split over
+    'chunk' devices every device runs the same program, so there the first chunk's halo stays masked.
+    """
+    if self.mode != "shared" or self.context_patches == 0 or self._chunks_split():
+      k, v, mask = self.keys_values(k_BxKxHxDh, v_BxKxHxDh, key_mask_BxK)
+      return layers.attention(q_BxQxHxDh, k, v, mask, kind=kind)
+    n, bn = self.num_chunks, q_BxQxHxDh.shape[0]
+    by_chunk = lambda a: a.reshape(bn // n, n, *a.shape[1:])
+    first = lambda a: None if a is None else by_chunk(a)[:, 0]
+    later = lambda a: None if a is None else by_chunk(a)[:, 1:].reshape(bn // n * (n - 1), *a.shape[1:])
+    out = [layers.attention(first(q_BxQxHxDh), first(k_BxKxHxDh), first(v_BxKxHxDh), first(key_mask_BxK),
+                            kind=kind)[:, None]]
+    if n > 1:
+      k_ctx, v_ctx, _ = self.neighbour_halo(k_BxKxHxDh, v_BxKxHxDh)     # every later chunk's halo is valid
+      mask = key_mask_BxK
+      if mask is not None:
+        mask = jnp.concatenate([mask, jnp.ones(k_ctx.shape[:2], bool)], axis=1)
+      rest = layers.attention(later(q_BxQxHxDh), jnp.concatenate([later(k_BxKxHxDh), later(k_ctx)], axis=1),
+                              jnp.concatenate([later(v_BxKxHxDh), later(v_ctx)], axis=1), later(mask), kind=kind)
+      out.append(rest.reshape(bn // n, n - 1, *rest.shape[1:]))
+    return jnp.concatenate(out, axis=1).reshape(bn, *out[0].shape[2:])
+
+  def _chunks_split(self) -> bool:
+    return self.axis_name is not None and jax.lax.axis_size(self.axis_name) > 1
+
   def _stop_context(self, x_BxKxHxDh):
     n = self.context_patches * self.tokens_per_patch   # the window's first tokens are its context frames
     n = n if self.context_tokens < 0 else self.context_tokens
