@@ -140,6 +140,23 @@ def test_run_writes_table_json_and_plots(finished_run):
   assert info["fusion"] == "none" and info["pinned_first_frame"] and len(info["true_colors"]) == 2
 
 
+def test_per_chunk_identity_agrees_with_the_rows_means(finished_run):
+  """benchmarks/per_chunk_identity.py: its per-chunk true colour averages to the row's true_color_match,
+  its mean area ratio is the table's, and its CLI prints one line per row."""
+  import importlib
+  per_chunk = importlib.import_module("benchmarks.per_chunk_identity")
+  _, workdir, _, _ = finished_run
+  metrics = json.loads((workdir / "rows" / ablation.REFERENCE_ROW / "metrics.json").read_text())
+  stats = per_chunk.row_stats(metrics)
+  assert len(stats["true"]) == metrics["mean"]["num_chunks"]
+  np.testing.assert_allclose(stats["true"].mean(), metrics["mean"]["true_color_match"], atol=1e-9)
+  np.testing.assert_allclose(stats["ratio_mean"], metrics["mean"]["sprite_area_last_over_first"], atol=1e-9)
+  result = subprocess.run([sys.executable, "benchmarks/per_chunk_identity.py", str(workdir)], cwd=REPO,
+                          env=one_device_env(), capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert sum(line.startswith("| ") for line in result.stdout.splitlines()) == 1 + 4   # header, 4 rows
+
+
 def test_pinned_first_frame_is_the_validation_videos(finished_run):
   config, workdir, _, _ = finished_run
   from vin_jax import sampling
