@@ -177,22 +177,25 @@ def print_paper_xla(config, lengths):
   print("\nconfigs/paper.py at its own dimensions (d = 1152, 240 tokens a frame, chunk 20, inference context 12, "
         "512 global tokens, CFG): TFLOP per sampling step, XLA from depth 1 and 2 extrapolated to 28")
   print("| latent frames | variant | analytic TFLOP | XLA TFLOP | analytic / XLA | / full (analytic) "
-        "| / full (XLA) | DiT alone / full (analytic) | goal (#14) |")
-  print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+        "| / full (XLA) | DiT alone / full (analytic) | DiT blocks / full (XLA) | goal (#14) |")
+  print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
   for frames in lengths:
     n = chunks_for(config, frames)
     full_a = flops.sampling_step_flops(config, "full", n)["total"]
-    full_x = flops.xla_depth_extrapolated_flops(config, "full", n)
-    print(f"| {frames} | full | {full_a / 1e12:.1f} | {full_x / 1e12:.1f} | {full_a / full_x:.3f} | 1 | 1 | 1 | |",
-          flush=True)
+    full_xla = flops.xla_depth_extrapolated(config, "full", n)
+    full_x = full_xla["total"]
+    print(f"| {frames} | full | {full_a / 1e12:.1f} | {full_x / 1e12:.1f} | {full_a / full_x:.3f} | 1 | 1 | 1 | 1 "
+          "| |", flush=True)
     for name in PAPER_VARIANTS:
       c = variant_config(config, name)
       parts = flops.sampling_step_flops(c, "vin", n)
       a = parts["total"]
-      x = flops.xla_depth_extrapolated_flops(c, "vin", n)
+      xla = flops.xla_depth_extrapolated(c, "vin", n)
+      x = xla["total"]
       goal = GOALS.get(frames, "") if name != "vin" else ""
       print(f"| {frames} | {name} | {a / 1e12:.1f} | {x / 1e12:.1f} | {a / x:.3f} | {a / full_a:.3f} "
-            f"| {x / full_x:.3f} | {parts['dit'] / full_a:.3f} | {goal} |", flush=True)
+            f"| {x / full_x:.3f} | {parts['dit'] / full_a:.3f} | {xla['dit_blocks'] / full_xla['dit_blocks']:.3f} "
+            f"| {goal} |", flush=True)
 
 
 def main():

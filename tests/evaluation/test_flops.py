@@ -141,3 +141,23 @@ def test_paper_vin_flops_per_frame_flat_full_grows(paper):
 def test_unknown_method(config):
   with pytest.raises(ValueError, match="method='freenoise'"):
     flops.sampling_step_flops(config, "freenoise", 2)
+
+
+def test_depth_extrapolation_matches_a_direct_compile_and_isolates_the_blocks(config):
+  """`xla_depth_extrapolated` (how cost.py counts the paper's own dimensions) against a direct compile at depth
+  3; its 'dit_blocks' part against the analytic model's blocks (window_dit at depth 3 less at depth 0)."""
+  deep = config.copy_and_resolve_references()
+  deep.model.depth, deep.model.scan_layers, deep.model.attention = 3, False, "einsum"
+  extrapolated = flops.xla_depth_extrapolated(deep, "vin", 2)
+  direct = flops.xla_sampling_step_cost(deep, "vin", 2)["flops"]
+  assert extrapolated["total"] == pytest.approx(direct, rel=1e-3)
+  rows, context = 2 if deep.sampling.guidance_scale != 1.0 else 1, deep.chunking.inference_context_frames
+  window = context + deep.chunking.chunk_frames
+  blocks = []
+  for depth in (3, 0):
+    c = deep.copy_and_resolve_references()
+    c.model.depth = depth
+    blocks.append(flops.window_dit(c, rows, 2, window, global_tokens=True, context_frames=context).total)
+  analytic_blocks = blocks[0] - blocks[1]
+  assert extrapolated["dit_blocks"] == pytest.approx(analytic_blocks, rel=0.10)
+  assert extrapolated["dit_blocks"] < 0.95 * extrapolated["total"]      # the VIN, text and update are left out

@@ -374,13 +374,23 @@ def xla_sampling_step_cost(config, method: str, num_chunks: int, *, batch: int =
   return combine_autoregressive(first, pair, num_chunks)
 
 
-def xla_depth_extrapolated_flops(config, method: str, num_chunks: int, *, batch: int = 1) -> float:
+def xla_depth_extrapolated(config, method: str, num_chunks: int, *, batch: int = 1) -> dict[str, float]:
   """XLA's FLOPs of one sampling step of the `model.depth`-block model, from unrolled compiles at depth 1 and 2
   with einsum attention: every block costs the same, so flops(depth) = f1 + (depth - 1) * (f2 - f1). Makes the
-  paper's own dimensions countable on a CPU in seconds (a 28-block compile takes minutes per case)."""
+  paper's own dimensions countable on a CPU in seconds (a 28-block compile takes minutes per case).
+
+  Returns {'total': the step, 'dit_blocks': depth * (f2 - f1), the DiT's blocks alone: every window's (or the
+  whole video's) attention, MLP and modulation in every block, without the VIN network, the text encoder, the
+  patch embedding, the final layer and the update}."""
   counts = []
   for depth in (1, 2):
     shallow = config.copy_and_resolve_references()
     shallow.model.depth, shallow.model.scan_layers, shallow.model.attention = depth, False, "einsum"
     counts.append(xla_sampling_step_cost(shallow, method, num_chunks, batch=batch)["flops"])
-  return counts[0] + (config.model.depth - 1) * (counts[1] - counts[0])
+  per_block = counts[1] - counts[0]
+  return {"total": counts[0] + (config.model.depth - 1) * per_block, "dit_blocks": config.model.depth * per_block}
+
+
+def xla_depth_extrapolated_flops(config, method: str, num_chunks: int, *, batch: int = 1) -> float:
+  """The 'total' of `xla_depth_extrapolated`."""
+  return xla_depth_extrapolated(config, method, num_chunks, batch=batch)["total"]
