@@ -3,6 +3,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -76,6 +77,16 @@ def test_settings_choose_the_directory(config):
 def test_unbuilt_data_set_raises(config, tmp_path):
   with pytest.raises(FileNotFoundError, match="build_dataset"):
     builder.data_source(config, tmp_path, "train")
+
+
+def test_an_unbuilt_builder_leaves_no_temporary_directory(config, tmp_path, monkeypatch):
+  """tfds makes an empty `tmp*tfds` directory to look a not-yet-built data set up on its GCS bucket and never
+  removes it; our builders skip that lookup."""
+  scratch = tmp_path / "tmp"
+  scratch.mkdir()
+  monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+  builder.make_builder(config, tmp_path / "data")
+  assert list(scratch.iterdir()) == []
 
 
 # ----------------------------------------------------------------------------------------------

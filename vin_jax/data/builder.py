@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import pathlib
 import re
+from unittest import mock
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -92,6 +93,13 @@ def _deterministic_serialization():
 
 class _ReproducibleBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """A builder whose record files are byte-identical whenever the same examples are generated."""
+
+  def __init__(self, **kwargs):
+    # For a data set not built yet, tfds's constructor looks its metadata up on the tfds GCS bucket, and makes
+    # an empty `tmp*tfds` directory for it that it never removes (DatasetInfo.initialize_from_bucket). Ours are
+    # generated here and are never on that bucket, so the lookup is skipped.
+    with mock.patch.object(tfds.core.DatasetInfo, "initialize_from_bucket", lambda info: None):
+      super().__init__(**kwargs)
 
   def _download_and_prepare(self, dl_manager, download_config=None):
     with _deterministic_serialization():
