@@ -136,6 +136,14 @@ def test_stored_config_converts_ints_to_floats_and_names_a_wrong_type():
     config_json.config_from_dict(values)
 
 
+@pytest.mark.parametrize("text, match", [("{not json", "cannot read .*config.json"),
+                                         ("[1, 2]", "config.json must hold a JSON object")])
+def test_unreadable_stored_config_names_the_file(tmp_path, text, match):
+  (tmp_path / "config.json").write_text(text)
+  with pytest.raises(ExportError, match=match):
+    config_json.load_config(tmp_path)
+
+
 def test_export_writes_config_weights_and_info(run, exported):
   assert sorted(p.name for p in exported.iterdir()) == ["config.json", "export_info.json", "model.safetensors"]
   info = json.loads((exported / "export_info.json").read_text())

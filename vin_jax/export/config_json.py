@@ -8,12 +8,11 @@ added by a custom config) are kept, lists as tuples.
 """
 from __future__ import annotations
 
-import json
 import pathlib
 
 import ml_collections
 
-from vin_jax.export import ExportError
+from vin_jax.export import ExportError, files
 
 BASE_CONFIG = pathlib.Path(__file__).resolve().parents[2] / "configs" / "base.py"
 CONFIG_FILE = "config.json"
@@ -30,12 +29,7 @@ def load_config(path: str | pathlib.Path) -> ml_collections.ConfigDict:
   file = config_path(path)
   if not file.is_file():
     raise ExportError(f"no run config {file}: give an export directory or workdir that has a {CONFIG_FILE}")
-  try:
-    values = json.loads(file.read_text())
-  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-    raise ExportError(f"cannot read run config {file}: {e}") from None
-  if not isinstance(values, dict):
-    raise ExportError(f"run config {file} must hold a JSON object, got {type(values).__name__}")
+  values = files.read_json(file, "the run config")
   return config_from_dict(values, source=str(file))
 
 
