@@ -10,6 +10,10 @@ predictions is printed per chunk: chunk 0 sees the first frame directly, later c
 global tokens (and, if it reaches them, the local context). Last, every window's x0 error at t = 0.8 and
 0.9 with the global tokens of the video itself, of none, of the video nearly clean (t = 0.2) and of
 another video nearly clean: how much of a video's identity the windows take from the global tokens.
+For sprite data, finally, the colour that reaches each chunk from the clean first frame at sampling-like noise
+(t = 0.9 .. 1): the decoded x0 estimate's dominant sprite colour per chunk, compared with the video's true
+colour, with the first frame swapped for another video's (does chunk k follow the first frame or its own
+noisy frames?) and with no global tokens.
 
   python benchmarks/information_use.py --config=configs/micro.py --workdir=runs/ablation/models/vin \
       --data_dir=runs/ablation/data
@@ -29,6 +33,7 @@ from vin_jax import sampling
 from vin_jax import train as train_lib
 from vin_jax.data import builder
 from vin_jax.diffusion.schedules import Schedule
+from vin_jax.evaluation import attributes
 from vin_jax.model import windows
 from vin_jax.text import tokenizer
 
@@ -39,6 +44,48 @@ def x0_hat(model, schedule, x_t, t, text, context_frames):
   x_win, _ = windows.build_windows(x_t, context_frames)
   t_win, _ = windows.build_windows(t, context_frames)
   return schedule.x0_eps(x_win, preds, t_win)[0], preds
+
+
+def chunk_colours(config, latents_BxNxFxhxwxc) -> list[list[str | None]]:
+  """Dominant sprite colour name (or None) of every chunk of every decoded video: [B][N]."""
+  frames = np.asarray(sampling.decode_to_uint8(config, latents_BxNxFxhxwxc))   # [B, T, H, W, 3]
+  per_chunk = config_lib.pixel_frames_per_chunk(config)
+  return [attributes.attribute_consistency(video, per_chunk)["chunk_colors"] for video in frames]
+
+
+def match_per_chunk(colours_BxN, names_B, keep_B=None) -> np.ndarray:
+  """Fraction [N] of the videos (those with keep_B, default all) whose chunk colour is names_B[b]."""
+  keep = np.ones(len(names_B), bool) if keep_B is None else np.asarray(keep_B, bool)
+  hits = np.array([[c == names_B[b] for c in colours_BxN[b]] for b in range(len(names_B))], float)
+  return hits[keep].mean(axis=0) if keep.any() else np.full(hits.shape[1], np.nan)
+
+
+def first_frame_colour_table(config, model, schedule, x0, noise, text, truth, times=(0.9, 0.98, 1.0)):
+  """Prints, per t, the fraction of videos whose chunk k's x0 colour is the true one (own first frame), the
+  swapped-in first frame's (another video's), and the true one without global tokens. x0 [B, N, F, h, w, c]."""
+  L = config.chunking.context_frames
+  donor = np.roll(np.arange(len(truth)), 1)
+  truth_donor = [truth[i] for i in donor]
+  differ = [a != b for a, b in zip(truth, truth_donor)]
+  fmt = lambda v: " ".join(f"{x:.2f}" for x in v)
+  print(f"\ncolour of each chunk's x0 estimate, first frame clean, every other frame at t ({len(truth)} videos; "
+        f"chance about 1/6; swap over the {sum(differ)} pairs of different colours), chunk 0..N-1:")
+  print(f"{'t':>5} | {'own first frame: true':>24} | {'swapped: the new first frame':>28} | "
+        f"{'swapped: still the true':>24} | {'no global tokens: true':>24}")
+  for t in times:
+    tt = jnp.full(x0.shape[:3], t).at[:, 0, 0].set(0.0)
+    x_t = schedule.add_noise(x0, noise, tt)
+    x_swap = x_t.at[:, 0, 0].set(x_t[donor, 0, 0])
+    x_win, _ = windows.build_windows(x_t, L)
+    xs_win, _ = windows.build_windows(x_swap, L)
+    t_win, _ = windows.build_windows(tt, L)
+    own = model(x_t, tt, text, context_frames=L)[0]
+    swap = model(x_swap, tt, text, context_frames=L)[0]
+    none = model(x_t, tt, text, context_frames=L, use_global=False)[0]
+    own, none = (chunk_colours(config, schedule.x0_eps(x_win, p, t_win)[0][:, :, L:]) for p in (own, none))
+    swap = chunk_colours(config, schedule.x0_eps(xs_win, swap, t_win)[0][:, :, L:])
+    print(f"{t:5.2f} | {fmt(match_per_chunk(own, truth)):>24} | {fmt(match_per_chunk(swap, truth_donor, differ)):>28} | "
+          f"{fmt(match_per_chunk(swap, truth, differ)):>24} | {fmt(match_per_chunk(none, truth)):>24}")
 
 
 def main():
@@ -138,6 +185,11 @@ def main():
     print(f"{t:5.2f} | {row[0]:10.3f} | {row[1]:8.3f} | {row[2]:19.3f} | {row[3]:22.3f}")
   print("(global tokens that saw the video nearly clean should lower the error if the windows read identity "
         "from them; another video's should raise it)")
+
+  if config.data.name == "sprites" and "colors" in examples[0]:
+    from vin_jax.data.sprites import COLOR_NAMES
+    truth = [COLOR_NAMES[int(np.asarray(e["colors"])[0])] for e in examples]
+    first_frame_colour_table(config, model, schedule, x0, noise, text, truth)
 
 
 if __name__ == "__main__":

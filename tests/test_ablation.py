@@ -157,6 +157,23 @@ def test_per_chunk_identity_agrees_with_the_rows_means(finished_run):
   assert sum(line.startswith("| ") for line in result.stdout.splitlines()) == 1 + 4   # header, 4 rows
 
 
+def test_information_use_colours_are_the_evaluations(finished_run):
+  """benchmarks/information_use.py decodes and classifies x0 estimates as the evaluation does: on a row's
+  sampled latents its per-chunk colours are metrics.json's, and its match fractions the row's true colour."""
+  import importlib
+  info_use = importlib.import_module("benchmarks.information_use")
+  config, workdir, _, _ = finished_run
+  row = workdir / "rows" / ablation.REFERENCE_ROW
+  metrics = json.loads((row / "metrics.json").read_text())
+  latents = np.load(row / "samples.npz")["latents"]
+  colours = info_use.chunk_colours(config, latents)
+  assert colours == [v["chunk_colors"] for v in metrics["videos"]]
+  truth = [names[0] for names in metrics["info"]["true_colors"]]
+  np.testing.assert_allclose(info_use.match_per_chunk(colours, truth).mean(), metrics["mean"]["true_color_match"],
+                             atol=1e-9)
+  assert np.isnan(info_use.match_per_chunk(colours, truth, [False] * len(truth))).all()
+
+
 def test_pinned_first_frame_is_the_validation_videos(finished_run):
   config, workdir, _, _ = finished_run
   from vin_jax import sampling
