@@ -13,7 +13,8 @@ another video nearly clean: how much of a video's identity the windows take from
 For sprite data, finally, the colour that reaches each chunk from the clean first frame at sampling-like noise
 (t = 0.9 .. 1): the decoded x0 estimate's dominant sprite colour per chunk, compared with the video's true
 colour, with the first frame swapped for another video's (does chunk k follow the first frame or its own
-noisy frames?) and with no global tokens.
+noisy frames?) and with no global tokens; and whether the global tokens hold that colour at all: a linear
+(ridge) probe from the tokens of training videos to the first frame's colour, scored on held-out videos.
 
   python benchmarks/information_use.py --config=configs/micro.py --workdir=runs/ablation/models/vin \
       --data_dir=runs/ablation/data
@@ -86,6 +87,45 @@ def first_frame_colour_table(config, model, schedule, x0, noise, text, truth, ti
     swap = chunk_colours(config, schedule.x0_eps(xs_win, swap, t_win)[0][:, :, L:])
     print(f"{t:5.2f} | {fmt(match_per_chunk(own, truth)):>24} | {fmt(match_per_chunk(swap, truth_donor, differ)):>28} | "
           f"{fmt(match_per_chunk(swap, truth, differ)):>24} | {fmt(match_per_chunk(none, truth)):>24}")
+
+
+def ridge_probe_accuracy(features_NxD, labels_N, num_train: int, num_classes: int, ridge: float = 1.0) -> float:
+  """Held-out accuracy of a ridge regression onto one-hot labels (argmax), trained on the first num_train rows."""
+  x = np.asarray(features_NxD, np.float64)
+  mean, std = x[:num_train].mean(0), x[:num_train].std(0) + 1e-6
+  x = np.concatenate([(x - mean) / std, np.ones((len(x), 1))], axis=1)
+  y = np.eye(num_classes)[np.asarray(labels_N)]
+  a, b = x[:num_train], y[:num_train]
+  w = np.linalg.solve(a.T @ a + ridge * np.eye(a.shape[1]), a.T @ b)
+  return float(np.mean(np.argmax(x[num_train:] @ w, 1) == np.asarray(labels_N)[num_train:]))
+
+
+def token_colour_probe(config, model, schedule, data_dir, num_videos=768, num_train=512, batch=64):
+  """Prints the probe's accuracy from the global tokens to the first frame's colour, three ways."""
+  source = builder.data_source(config, data_dir, "train")
+  num_videos = min(num_videos, len(source))
+  num_train = min(num_train, num_videos * 2 // 3)
+  ae = autoencoder_lib.make_autoencoder(config)
+  feats = {"frame 0 clean, rest t=1": [], "all t=1 (nothing to read)": [], "all t=0.2": []}
+  labels = []
+  for start in range(0, num_videos, batch):
+    ex = [source[i] for i in range(start, min(start + batch, num_videos))]
+    labels += [int(np.asarray(e["colors"])[0]) for e in ex]
+    frames = jnp.asarray(np.stack([e["frames"] for e in ex]))
+    text = jnp.asarray(tokenizer.tokenize([e["caption"].decode() if isinstance(e["caption"], bytes)
+                                           else str(e["caption"]) for e in ex], config.text.max_length))
+    x0 = train_lib.frames_to_latents(ae, frames, config.chunking.chunk_frames)
+    noise = jax.random.normal(jax.random.key(start), x0.shape)
+    ones = jnp.ones(x0.shape[:3])
+    for key, tt in zip(feats, (ones.at[:, 0, 0].set(0.0), ones, 0.2 * ones)):
+      tokens = model.global_tokens(schedule.add_noise(x0, noise, tt), tt, *model.encode_text(text))
+      feats[key].append(np.asarray(tokens, np.float32).reshape(len(ex), -1))
+  from vin_jax.data.sprites import COLOR_NAMES
+  print(f"\nlinear probe, global tokens -> the first frame's colour ({num_train} training videos, "
+        f"{num_videos - num_train} held out; chance about 1/{len(COLOR_NAMES)}):")
+  for key, rows in feats.items():
+    acc = ridge_probe_accuracy(np.concatenate(rows), labels, num_train, len(COLOR_NAMES))
+    print(f"  {key:>28}: {acc:.2f}")
 
 
 def main():
@@ -190,6 +230,8 @@ def main():
     from vin_jax.data.sprites import COLOR_NAMES
     truth = [COLOR_NAMES[int(np.asarray(e["colors"])[0])] for e in examples]
     first_frame_colour_table(config, model, schedule, x0, noise, text, truth)
+    if model.vin is not None:
+      token_colour_probe(config, model, schedule, data_dir)
 
 
 if __name__ == "__main__":
