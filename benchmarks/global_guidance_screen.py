@@ -4,7 +4,7 @@ Each sampling step's window prediction becomes p(no tokens) + w * (p(tokens) - p
 calls, by wrapping `sampler.guided_prediction`; then the runner samples and evaluates the full_model row of
 an ablation work directory whose VIN model is trained (nothing is trained here). Beyond the paper. Run:
 
-  GG=3 python benchmarks/global_guidance_screen.py W STEPS [FIELD=VALUE ...]   # STEPS: the model's train.steps
+  GG=3 python benchmarks/global_guidance_screen.py W STEPS   # W: configs/micro.py:hidden's; STEPS: its train.steps
   python benchmarks/per_chunk_identity.py W
 """
 from __future__ import annotations
@@ -33,14 +33,11 @@ def with_global_guidance(scale: float):
 
 
 def main():
-  if len(sys.argv) < 3:
+  if len(sys.argv) != 3:
     sys.exit(__doc__)
   with_global_guidance(float(os.environ.get("GG", "3")))
   config = config_lib.load_config_file("configs/micro.py", "hidden")
   config_lib.override(config, {"train.steps": int(sys.argv[2]), "ablation.rows": "full_model"})
-  for item in sys.argv[3:]:
-    field, _, value = item.partition("=")
-    config_lib.override(config, {field: value})
   ablation.run(config, sys.argv[1])
 
 

@@ -39,12 +39,16 @@ from vin_jax.model import windows
 from vin_jax.text import tokenizer
 
 
-def x0_hat(model, schedule, x_t, t, text, context_frames):
-  """Window x0 estimates [B, N, L + F, ...] and the window validity."""
-  preds, valid = model(x_t, t, text, context_frames=context_frames)
+def x0_hat(model, schedule, x_t, t, text, context_frames, **model_kwargs):
+  """Window x0 estimates [B, N, L + F, ...] and the window predictions (`model_kwargs`: e.g. use_global)."""
+  preds, _ = model(x_t, t, text, context_frames=context_frames, **model_kwargs)
   x_win, _ = windows.build_windows(x_t, context_frames)
   t_win, _ = windows.build_windows(t, context_frames)
   return schedule.x0_eps(x_win, preds, t_win)[0], preds
+
+
+def captions_of(examples) -> list[str]:
+  return [e["caption"].decode() if isinstance(e["caption"], bytes) else str(e["caption"]) for e in examples]
 
 
 def chunk_colours(config, latents_BxNxFxhxwxc) -> list[list[str | None]]:
@@ -77,14 +81,8 @@ def first_frame_colour_table(config, model, schedule, x0, noise, text, truth, ti
     tt = jnp.full(x0.shape[:3], t).at[:, 0, 0].set(0.0)
     x_t = schedule.add_noise(x0, noise, tt)
     x_swap = x_t.at[:, 0, 0].set(x_t[donor, 0, 0])
-    x_win, _ = windows.build_windows(x_t, L)
-    xs_win, _ = windows.build_windows(x_swap, L)
-    t_win, _ = windows.build_windows(tt, L)
-    own = model(x_t, tt, text, context_frames=L)[0]
-    swap = model(x_swap, tt, text, context_frames=L)[0]
-    none = model(x_t, tt, text, context_frames=L, use_global=False)[0]
-    own, none = (chunk_colours(config, schedule.x0_eps(x_win, p, t_win)[0][:, :, L:]) for p in (own, none))
-    swap = chunk_colours(config, schedule.x0_eps(xs_win, swap, t_win)[0][:, :, L:])
+    colours = lambda x, **kw: chunk_colours(config, x0_hat(model, schedule, x, tt, text, L, **kw)[0][:, :, L:])
+    own, swap, none = colours(x_t), colours(x_swap), colours(x_t, use_global=False)
     print(f"{t:5.2f} | {fmt(match_per_chunk(own, truth)):>24} | {fmt(match_per_chunk(swap, truth_donor, differ)):>28} | "
           f"{fmt(match_per_chunk(swap, truth, differ)):>24} | {fmt(match_per_chunk(none, truth)):>24}")
 
@@ -112,8 +110,7 @@ def token_colour_probe(config, model, schedule, data_dir, num_videos=768, num_tr
     ex = [source[i] for i in range(start, min(start + batch, num_videos))]
     labels += [int(np.asarray(e["colors"])[0]) for e in ex]
     frames = jnp.asarray(np.stack([e["frames"] for e in ex]))
-    text = jnp.asarray(tokenizer.tokenize([e["caption"].decode() if isinstance(e["caption"], bytes)
-                                           else str(e["caption"]) for e in ex], config.text.max_length))
+    text = jnp.asarray(tokenizer.tokenize(captions_of(ex), config.text.max_length))
     x0 = train_lib.frames_to_latents(ae, frames, config.chunking.chunk_frames)
     noise = jax.random.normal(jax.random.key(start), x0.shape)
     ones = jnp.ones(x0.shape[:3])
@@ -169,8 +166,7 @@ def main():
   source = builder.data_source(config, data_dir, "validation")
   examples = [source[i % len(source)] for i in range(args.num_videos)]
   frames = jnp.asarray(np.stack([e["frames"] for e in examples]))
-  captions = [e["caption"].decode() if isinstance(e["caption"], bytes) else str(e["caption"]) for e in examples]
-  text = jnp.asarray(tokenizer.tokenize(captions, config.text.max_length))
+  text = jnp.asarray(tokenizer.tokenize(captions_of(examples), config.text.max_length))
   x0 = train_lib.frames_to_latents(autoencoder_lib.make_autoencoder(config), frames, config.chunking.chunk_frames)
   L = config.chunking.context_frames
   f = config.chunking.chunk_frames
@@ -214,13 +210,10 @@ def main():
   for t in (0.8, 0.9):
     tt = jnp.full(x0.shape[:3], t)
     x_t = schedule.add_noise(x0, noise, tt)
-    x_win, _ = windows.build_windows(x_t, L)
-    t_win, _ = windows.build_windows(tt, L)
     row = []
     for kwargs in ({}, {"use_global": False}, {"global_tokens": informed},
                    {"global_tokens": jnp.roll(informed, 1, axis=0)}):
-      preds, _ = model(x_t, tt, text, context_frames=L, **kwargs)
-      est = schedule.x0_eps(x_win, preds, t_win)[0]
+      est = x0_hat(model, schedule, x_t, tt, text, L, **kwargs)[0]
       row.append(float(jnp.mean(jnp.square(est[:, :, L:] - x0))))
     print(f"{t:5.2f} | {row[0]:10.3f} | {row[1]:8.3f} | {row[2]:19.3f} | {row[3]:22.3f}")
   print("(global tokens that saw the video nearly clean should lower the error if the windows read identity "
