@@ -49,6 +49,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.vin.num_heads = 8
   c.vin.processor_depth = 2
   c.vin.mlp_ratio = 4.0
+  # Global-token dropout (beyond the paper): the fraction of training videos whose windows see no global tokens
+  # (their keys masked), like text.drop_prob for text. It trains the unconditional branch that
+  # sampling.global_guidance_scale extrapolates from, and the `no_global` sampling method's. 0: the paper.
+  c.vin.drop_prob = 0.0
 
   c.chunking = ml_collections.ConfigDict()
   c.chunking.chunk_frames = 8               # F, latent frames per chunk
@@ -128,6 +132,10 @@ def base_config() -> ml_collections.ConfigDict:
   # image is always given and only the text is guided (two branches, as without given frames).
   c.sampling.image_guidance_scale = 1.0
   c.sampling.cfg_renorm = False
+  # Guidance on the global tokens (beyond the paper), VIN sampling only: each window's prediction becomes
+  # p(no tokens) + s (p(tokens) - p(no tokens)), text guidance applied inside each (4 branches with both), in one
+  # batched call. 1: off (the paper). Meant for a model trained with vin.drop_prob > 0.
+  c.sampling.global_guidance_scale = 1.0
   c.sampling.num_chunks = 8
   c.sampling.num_samples = 2
   c.sampling.method = "vin"         # "vin" | "full" | "autoregressive" | "no_global" | "freenoise"

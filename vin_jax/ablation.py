@@ -64,6 +64,9 @@ def models(config) -> dict[str, dict]:
       "no_global": {"vin.enabled": False},
       "full": {"model.window_mode": "full", "vin.enabled": False},
   }
+  if config.sampling.get("global_guidance_scale", 1.0) != 1.0:   # VIN's own: the models without tokens run unguided
+    for name in ("no_global", "full"):
+      trained[name]["sampling.global_guidance_scale"] = 1.0
   if config.ablation.retrain_keyframes:
     trained["keyframe_0.5"] = {"chunking.keyframe_seconds": base_ts * 0.5}
     trained["keyframe_0.2"] = {"chunking.keyframe_seconds": base_ts * 0.2}

@@ -224,6 +224,17 @@ def validate(config, num_devices: int | None = None, *, purpose: str = "train") 
     fail("sampling.guidance_scale", "must be >= 0")
   if config.sampling.get("image_guidance_scale", 1.0) < 0:
     fail("sampling.image_guidance_scale", "must be >= 0 (1: the given frames are not guided)")
+  if not 0.0 <= config.vin.get("drop_prob", 0.0) < 1.0:
+    fail("vin.drop_prob", "must be in [0, 1): the fraction of training videos whose windows see no global tokens")
+  global_scale = config.sampling.get("global_guidance_scale", 1.0)
+  if global_scale < 0:
+    fail("sampling.global_guidance_scale", "must be >= 0 (1: off)")
+  if global_scale != 1.0 and (not config.vin.enabled or config.model.window_mode == "full"):
+    fail("sampling.global_guidance_scale", "guides the global tokens of a chunked VIN model, but this model has "
+         f"vin.enabled={config.vin.enabled}, model.window_mode={config.model.window_mode!r}; leave it at 1")
+  if global_scale != 1.0 and config.sampling.get("image_guidance_scale", 1.0) != 1.0:
+    fail("sampling.global_guidance_scale", "cannot be combined with sampling.image_guidance_scale != 1 (STIV's "
+         "joint guidance); set one of them to 1")
   clean_every = config.diffusion.get("clean_every", 0)
   if clean_every != int(clean_every) or clean_every < 0 or clean_every == 1:
     fail("diffusion.clean_every", "must be 0 (off) or a whole number >= 2 (2: interpolation training; 1 would "

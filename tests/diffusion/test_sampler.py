@@ -264,6 +264,32 @@ def test_no_global_differs_from_vin(generated):
   assert np.abs(generated["no_global"] - generated["vin"]).max() > 1e-3
 
 
+def test_global_guidance_extrapolates_from_the_no_token_branch(config, model_def, params, text, predict,
+                                                               noisy_inputs):
+  """sampling.global_guidance_scale (beyond the paper) with text guidance: the one batched four-branch call
+  equals p(-G) + s_global (p(G) - p(-G)), each text-guided, from separate model calls; the baselines run
+  without it."""
+  x, t, drop = noisy_inputs
+  s_text, s_global = 2.0, 3.0
+  settings = dataclasses.replace(sampler.SamplerSettings.from_config(config), guidance_scale=s_text,
+                                 global_guidance_scale=s_global)
+  got = np.asarray(jax.jit(lambda p: sampler.guided_prediction(model_def.bind(p), x, t, text, settings))(params))
+  L = settings.context_frames
+  no_tokens = jax.jit(lambda p, d: model_def.bind(p)(x, t, text, context_frames=L, drop_text_B=d,
+                                                     use_global=False)[0])
+  text_guided = lambda cond, uncond: uncond + s_text * (np.asarray(cond, np.float64) - uncond)
+  with_g = text_guided(predict(params, x, t, text, drop, x), np.asarray(predict(params, x, t, text, ~drop, x)))
+  without = text_guided(no_tokens(params, drop), np.asarray(no_tokens(params, ~drop)))
+  np.testing.assert_allclose(got, without + s_global * (with_g - without), atol=1e-4, rtol=1e-4)
+  assert np.abs(got - with_g).max() > 1e-3
+
+  guided = copy.deepcopy(config)
+  guided.sampling.global_guidance_scale = s_global
+  assert sampler.SamplerSettings.for_method(guided, "vin").global_guidance_scale == s_global
+  for method in ("autoregressive", "freenoise", "no_global", "full"):
+    assert not sampler.guides_global_tokens(sampler.SamplerSettings.for_method(guided, method)), method
+
+
 # ----------------------------------------------------------------------------------------------
 # FreeNoise.
 

@@ -75,6 +75,22 @@ def test_global_tokens_change_the_prediction():
   none, _ = model(x, t, text, context_frames=L, use_global=False)
   assert float(jnp.abs(own - swapped).max()) > 1e-4
   assert float(jnp.abs(own - none).max()) > 1e-4
+  # Per-row global-token dropout (vin.drop_prob, sampling.global_guidance_scale): a dropped row is the
+  # no-global prediction, a kept row its own.
+  dropped, _ = model(x, t, text, context_frames=L, drop_global_B=jnp.array([True, False]))
+  np.testing.assert_allclose(dropped[0], none[0], atol=1e-5, rtol=1e-5)
+  np.testing.assert_allclose(dropped[1], own[1], atol=1e-5, rtol=1e-5)
+
+
+def test_global_token_dropout_draws_by_global_row():
+  """vin.drop_prob: about that fraction of rows, each row's draw the same whatever rows a device holds (the
+  sharded train step's), and none with the option off."""
+  config = tiny_test_config(**{"vin.drop_prob": 0.3})
+  rng = jax.random.key(4)
+  rows = loss_lib.global_token_dropout(rng, config, 1000)
+  assert 0.25 < float(jnp.mean(rows)) < 0.35
+  np.testing.assert_array_equal(loss_lib.global_token_dropout(rng, config, 10, row_offset=500), rows[500:510])
+  assert loss_lib.global_token_dropout(rng, tiny_test_config(), 1000) is None
 
 
 @pytest.mark.parametrize("overrides, has_vin", [

@@ -144,16 +144,20 @@ def test_full_mode_refuses_a_split_chunk_axis():
     jax.eval_shape(loss_sums, model_def.abstract_params(), batch["frames"], batch["text_tokens"], jax.random.key(0))
 
 
-def test_sharded_sampler_with_rescheduled_noise_matches_single_device(reference):
-  # Each device derives its chunks' permutations of chunk 0's noise from global indices.
-  config = _config()
-  config.sampling.noise = "rescheduled"
+def test_sharded_sampler_with_rescheduled_noise_and_global_guidance_matches_single_device(reference):
+  # Each device derives its chunks' permutations of chunk 0's noise from global indices; global-token
+  # guidance (beyond the paper) runs its no-token branch in the same sharded call.
+  def configured(**axes):
+    config = _config(**axes)
+    config.sampling.noise, config.sampling.global_guidance_scale = "rescheduled", 2.0
+    return config
+
+  config = configured()
   model_def = train_lib.ModelDef(config)
   text = jnp.asarray(reference["batch"]["text_tokens"])
   params = reference["state"]["params"]
   single = sampling.generate(config, model_def, params, text, jax.random.key(2), num_chunks=NUM_CHUNKS)
-  sharded_config = _config(data=2, chunk=4)
-  sharded_config.sampling.noise = "rescheduled"
+  sharded_config = configured(data=2, chunk=4)
   sharded = sampling.generate(sharded_config, model_def, params, text, jax.random.key(2), num_chunks=NUM_CHUNKS,
                               mesh=mesh_lib.make_mesh(sharded_config))
   np.testing.assert_allclose(np.asarray(sharded), np.asarray(single), atol=1e-5, rtol=1e-5)
@@ -174,6 +178,7 @@ def test_sharded_sampler_with_splash_attention_matches_single_device(reference):
 
 def _shared(config):
   config.chunking.context_mode, config.sampling.fusion = "shared", "none"
+  config.vin.drop_prob = 0.5   # global-token dropout rows, drawn by global row, on the same mesh
   return config
 
 

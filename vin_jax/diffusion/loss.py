@@ -16,6 +16,7 @@ from vin_jax.parallel import halo
 
 MASK_STREAM = 0x6D61736B   # "mask": folded into the step's rng for the masked-training draws
 CHUNK_T_STREAM = 0x63687474  # "chtt": the per-chunk noise-level draws (diffusion.per_chunk_t_prob)
+GLOBAL_DROP_STREAM = 0x67647270  # "gdrp": the rows whose windows see no global tokens (vin.drop_prob)
 
 
 def training_times(rng, schedule, config, b: int, n: int, *, row_offset=0, chunk_offset=0):
@@ -33,6 +34,16 @@ def training_times(rng, schedule, config, b: int, n: int, *, row_offset=0, chunk
     independent = randomness.row_uniform(r_rows, b, row_offset) < prob
     t_BxN = jnp.where(independent[:, None], per_chunk, t_BxN)
   return t_BxN
+
+
+def global_token_dropout(rng, config, b: int, row_offset=0):
+  """[B] bool, the rows whose windows see no global tokens (vin.drop_prob, beyond the paper: it trains the
+  unconditional branch of sampling.global_guidance_scale), or None when the option is off. Its own stream
+  (a fold, not a split), keyed by global row: the other draws stay those of a run without it."""
+  prob = float(config.vin.get("drop_prob", 0.0))
+  if prob <= 0 or not config.vin.enabled:
+    return None
+  return randomness.row_uniform(jax.random.fold_in(rng, GLOBAL_DROP_STREAM), b, row_offset) < prob
 
 
 def clean_frame_mask(rng, b: int, n: int, f: int, config, *, row_offset=0, chunk_offset=0):
@@ -79,16 +90,18 @@ def diffusion_loss(model, schedule, config, x0_BxNxFxhxwxc, text, rng, *, axis_n
   x_t = schedule.add_noise(x0_BxNxFxhxwxc, noise, t)
   target = schedule.target(x0_BxNxFxhxwxc, noise, t)
   drop_text = randomness.row_uniform(r_text, b, row_offset) < config.text.drop_prob
+  drop_global = global_token_dropout(rng, config, b, row_offset)
 
   L = config.chunking.context_frames
   if mask_ratio > 0:
     # Its own stream (a fold, not a split): the other draws stay those of an unmasked run.
     mask = masking.MaskRequest(jax.random.fold_in(rng, MASK_STREAM), mask_ratio, row_offset)
     preds, valid, weight_BxNxWxhxw = model(x_t, t, text, context_frames=L, drop_text_B=drop_text,
-                                           axis_name=axis_name, mask=mask, micro_BxK=micro_BxK)
+                                           axis_name=axis_name, mask=mask, micro_BxK=micro_BxK,
+                                           drop_global_B=drop_global)
   else:
     preds, valid = model(x_t, t, text, context_frames=L, drop_text_B=drop_text, axis_name=axis_name,
-                         micro_BxK=micro_BxK)
+                         micro_BxK=micro_BxK, drop_global_B=drop_global)
   L = model.context_frames(L)
   target_win, _ = windows.build_windows(target, L, axis_name=axis_name)
   t_win, _ = windows.build_windows(t, L, axis_name=axis_name)

@@ -41,6 +41,7 @@ class SamplerSettings:
   guidance_scale: float = 1.0
   image_guidance_scale: float = 1.0   # STIV's joint image-text guidance; 1: the image is always given
   cfg_renorm: bool = False
+  global_guidance_scale: float = 1.0  # guidance on the global tokens (beyond the paper); 1: off
   use_global: bool = True        # False: the `no_global` method on any model
   full: bool | None = None       # True: one window over the video (`full`); None: as the model was built
   freenoise_stride: int = 4
@@ -51,7 +52,8 @@ class SamplerSettings:
     settings = cls(num_steps=s.num_steps, context_frames=config.chunking.inference_context_frames,
                    fusion=s.fusion, t_alpha=s.t_alpha, guidance_scale=s.guidance_scale, cfg_renorm=s.cfg_renorm,
                    freenoise_stride=s.freenoise_stride,
-                   image_guidance_scale=float(s.get("image_guidance_scale", 1.0)))
+                   image_guidance_scale=float(s.get("image_guidance_scale", 1.0)),
+                   global_guidance_scale=float(s.get("global_guidance_scale", 1.0)))
     return dataclasses.replace(settings, **overrides)
 
   @classmethod
@@ -62,28 +64,57 @@ class SamplerSettings:
       raise ValueError(f"method={method!r} needs chunk windows, but the model has model.window_mode="
                        f"{config.model.window_mode!r} (one window over the whole video): sample it with one of "
                        f"{supported_methods(config)}, e.g. --method=full")
+    if method == "vin":
+      return cls.from_config(config)
+    # Global-token guidance is VIN's: the baselines are sampled as the paper does.
     if method == "no_global":
-      return cls.from_config(config, use_global=False)
+      return cls.from_config(config, use_global=False, global_guidance_scale=1.0)
     if method == "full":
-      return cls.from_config(config, full=True, use_global=False)
+      return cls.from_config(config, full=True, use_global=False, global_guidance_scale=1.0)
     if method == "autoregressive":  # a full model sees each (previous chunk, chunk) pair as one window
-      return cls.from_config(config, fusion="none", full=True if config.model.window_mode == "full" else None)
-    return cls.from_config(config)
+      return cls.from_config(config, fusion="none", full=True if config.model.window_mode == "full" else None,
+                             global_guidance_scale=1.0)
+    return cls.from_config(config, global_guidance_scale=1.0)
+
+
+def guides_global_tokens(settings: SamplerSettings) -> bool:
+  """Global-token guidance (sampling.global_guidance_scale, beyond the paper) runs for windows that see them."""
+  return settings.global_guidance_scale != 1.0 and settings.use_global and not settings.full
 
 
 def guided_prediction(model, x_BxNxFx___, t_BxNxF, text, settings: SamplerSettings, *, axis_name=None):
-  """Window predictions [B, N, L+F, ...] with classifier-free guidance in one batched call."""
+  """Window predictions [B, N, L+F, ...] with classifier-free guidance in one batched call.
+
+  Text guidance: p = p(-T) + s (p(T) - p(-T)). Global-token guidance (`guides_global_tokens`): the same
+  with and without the global tokens, then p(-G) + s_global (p(G) - p(-G)); up to four branches."""
   kwargs = dict(context_frames=settings.context_frames, axis_name=axis_name, use_global=settings.use_global,
                 full=settings.full)
   b = x_BxNxFx___.shape[0]
-  if settings.guidance_scale == 1.0:
+  text_branches = (False, True) if settings.guidance_scale != 1.0 else (False,)
+  global_branches = (False, True) if guides_global_tokens(settings) else (False,)
+  branches = [(drop_t, drop_g) for drop_g in global_branches for drop_t in text_branches]
+  if len(branches) == 1:
     preds, _ = model(x_BxNxFx___, t_BxNxF, text, **kwargs)
     return preds
-  double = lambda a: jnp.concatenate([a, a], axis=0)
-  drop = jnp.concatenate([jnp.zeros((b,), bool), jnp.ones((b,), bool)])
-  preds, _ = model(double(x_BxNxFx___), double(t_BxNxF), double(text), drop_text_B=drop, **kwargs)
-  cond, uncond = preds[:b], preds[b:]
-  return _renormed(uncond + settings.guidance_scale * (cond - uncond), cond, settings)
+  k = len(branches)
+  repeat = lambda a: jnp.concatenate([a] * k, axis=0)
+  per_row = lambda flags: jnp.repeat(jnp.asarray(flags, bool), b)
+  drop_global = per_row([g for _, g in branches]) if len(global_branches) > 1 else None
+  preds, _ = model(repeat(x_BxNxFx___), repeat(t_BxNxF), repeat(text), drop_text_B=per_row([t for t, _ in branches]),
+                   drop_global_B=drop_global, **kwargs)
+  preds = preds.reshape(k, b, *preds.shape[1:])
+
+  def text_guided(first: int):   # the branch (or text-guided pair) starting at `first`
+    if len(text_branches) == 1:
+      return preds[first]
+    cond, uncond = preds[first], preds[first + 1]
+    return uncond + settings.guidance_scale * (cond - uncond)
+
+  guided = text_guided(0)
+  if len(global_branches) > 1:
+    without = text_guided(len(text_branches))
+    guided = without + settings.global_guidance_scale * (guided - without)
+  return _renormed(guided, preds[0], settings)
 
 
 def _renormed(guided, cond, settings: SamplerSettings):

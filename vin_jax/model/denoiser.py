@@ -69,7 +69,7 @@ class VideoDenoiser(nnx.Module):
 
   def __call__(self, x_t_BxNxFxhxwxc, t_BxNxF, text, *, context_frames: int, drop_text_B=None,
                axis_name=None, global_tokens=None, use_global: bool = True, full: bool | None = None,
-               micro_BxK=None, mask: masking.MaskRequest | None = None):
+               micro_BxK=None, mask: masking.MaskRequest | None = None, drop_global_B=None):
     """Predictions for every frame of every window.
 
     Args:
@@ -80,6 +80,9 @@ class VideoDenoiser(nnx.Module):
         neighbour's keys and values with chunking.context_mode="shared").
       global_tokens: overrides the VIN's output (e.g. another video's tokens, to test they are used).
       use_global: False runs the windows without global tokens (`no_global` sampling of a VIN model).
+      drop_global_B: [B] bool, rows whose windows do not see the global tokens (their keys are masked: the
+        same predictions as use_global=False for those rows); vin.drop_prob in training, the unconditional
+        branch of sampling.global_guidance_scale. Both beyond the paper.
       full: overrides model.window_mode at call time (`full` sampling of a chunked model).
       micro_BxK: model.micro_conditions (STIV): per-row (fps, height, width in pixels) [B, 3]; None takes
         sampling.fps (0: data.fps) and the pixel size of x_t for every row. Ignored by a model without them.
@@ -136,7 +139,8 @@ class VideoDenoiser(nnx.Module):
     preds = self.dit(win.reshape(b * nw, w, *win.shape[3:]), t_win.reshape(b * nw, w),
                      jnp.broadcast_to(valid[None], (b, nw, w)).reshape(b * nw, w), per_window(global_tokens),
                      per_window(t_video), per_window(text_tokens), per_window(text_mask), local_context,
-                     micro_BxK=per_window(micro), keep_BxK=keep, kept_context_tokens=kept_context)
+                     micro_BxK=per_window(micro), keep_BxK=keep, kept_context_tokens=kept_context,
+                     drop_global_B=per_window(drop_global_B))
     preds = preds.reshape(b, nw, w, *preds.shape[2:])
     if self.x0_output:
       preds = self.schedule.target_from_x0(win, preds, t_win, self.x0_min_sigma)

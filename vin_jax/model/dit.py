@@ -70,10 +70,12 @@ class WindowDiT(nnx.Module):
     return layers.rope_angles(jnp.asarray(self.positions(num_time_patches, grid)), self.head_dim, self.rope_theta)
 
   def __call__(self, window_BxWxhxwxc, t_BxW, valid_BxW, global_BxGxDv, t_video_B, text_BxLtxDt,
-               text_mask_BxLt, local_context=None, *, micro_BxK=None, keep_BxK=None, kept_context_tokens=0):
+               text_mask_BxLt, local_context=None, *, micro_BxK=None, keep_BxK=None, kept_context_tokens=0,
+               drop_global_B=None):
     """Predicts the diffusion target for every frame of the windows: [B, W, h, w, c].
 
-    `global_BxGxDv=None` runs the window without global tokens (the `no_global` sampling method).
+    `global_BxGxDv=None` runs the window without global tokens (the `no_global` sampling method);
+    `drop_global_B` [B] bool does so for some rows only, by masking the global tokens' keys.
     `local_context(tokens_per_patch, time_patches, head_dim, rope_theta)` -> the `LocalContext` of the
     windows' self-attention (chunking.context_mode), or None.
     `micro_BxK` [B, 3]: (fps, height, width) per row, required by a model with model.micro_conditions (the
@@ -114,7 +116,9 @@ class WindowDiT(nnx.Module):
       if micro is not None:
         t_video_emb = t_video_emb + micro
       segments.append(layers.Segment(g[:, None], self.adaln(t_video_emb)[:, None], queries=self.global_queries))
-      key_mask = jnp.concatenate([key_mask, jnp.ones(g.shape[:2], bool)], axis=1)
+      seen = jnp.ones(g.shape[:2], bool) if drop_global_B is None else jnp.broadcast_to(
+          ~drop_global_B[:, None], g.shape[:2])
+      key_mask = jnp.concatenate([key_mask, seen], axis=1)
     context = None if local_context is None else local_context(s, tp, self.head_dim, self.rope_theta)
     if context is not None and keep_BxK is not None:
       if context.mode != "recompute":
