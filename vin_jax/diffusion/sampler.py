@@ -64,17 +64,16 @@ class SamplerSettings:
       raise ValueError(f"method={method!r} needs chunk windows, but the model has model.window_mode="
                        f"{config.model.window_mode!r} (one window over the whole video): sample it with one of "
                        f"{supported_methods(config)}, e.g. --method=full")
-    if method == "vin":
-      return cls.from_config(config)
-    # Global-token guidance is VIN's: the baselines are sampled as the paper does.
     if method == "no_global":
-      return cls.from_config(config, use_global=False, global_guidance_scale=1.0)
-    if method == "full":
-      return cls.from_config(config, full=True, use_global=False, global_guidance_scale=1.0)
-    if method == "autoregressive":  # a full model sees each (previous chunk, chunk) pair as one window
-      return cls.from_config(config, fusion="none", full=True if config.model.window_mode == "full" else None,
-                             global_guidance_scale=1.0)
-    return cls.from_config(config, global_guidance_scale=1.0)
+      settings = cls.from_config(config, use_global=False)
+    elif method == "full":
+      settings = cls.from_config(config, full=True, use_global=False)
+    elif method == "autoregressive":  # a full model sees each (previous chunk, chunk) pair as one window
+      settings = cls.from_config(config, fusion="none", full=True if config.model.window_mode == "full" else None)
+    else:
+      settings = cls.from_config(config)
+    # Global-token guidance is VIN's: the baselines are sampled as the paper does.
+    return settings if method == "vin" else dataclasses.replace(settings, global_guidance_scale=1.0)
 
 
 def guides_global_tokens(settings: SamplerSettings) -> bool:
