@@ -3,7 +3,8 @@
 For each seed, trains the config's VIN model in both modes through the ablation runner (resumable: finished
 sub-runs are skipped), samples the same prompts, first frames and noise, and prints one table: the own-frame
 training MSE over the last `--tail_steps` steps, and the samples' MAWE-DIS, identity consistency and seam ratio,
-each with its standard error, and the paired per-video difference shared - recompute.
+each with its standard error, and the paired per-video difference to the seed's first row (recompute when it
+is run). `--modes=shared,shared_kv` compares keys-and-values global tokens with shared context's default.
 
   python benchmarks/context_modes.py --config=configs/micro.py --workdir=runs/context_modes --seeds=0,1
 
@@ -30,7 +31,13 @@ from vin_jax import config as config_lib  # noqa: E402
 MODES = {
     "recompute": ({}, "full_model,no_fusion"),
     "shared": ({"chunking.context_mode": "shared", "sampling.fusion": "none"}, "full_model"),
+    # shared context with the global tokens only as keys and values of the windows' self-attention
+    # (model.global_tokens_in_dit=keys_values, beyond the paper): the variant that meets #14's FLOPs goal.
+    "shared_kv": ({"chunking.context_mode": "shared", "sampling.fusion": "none",
+                   "model.global_tokens_in_dit": "keys_values"}, "full_model"),
 }
+LABELS = {("recompute", "full_model"): "recompute, early fusion", ("recompute", "no_fusion"): "recompute, no fusion",
+          ("shared", "full_model"): "shared", ("shared_kv", "full_model"): "shared, keys_values tokens"}
 METRICS = (("mawe_dis", "MAWE-DIS", "lower"), ("identity_consistency", "identity", "higher"),
            ("frame_diff_boundary_ratio", "seam ratio", "lower"))
 
@@ -70,22 +77,20 @@ def fmt(pair) -> str:
 def summarize(workdir: pathlib.Path, seeds, tail_steps: int) -> str:
   entries = []   # (label, seed, loss tail, {metric: per-video})
   for seed in seeds:
-    for mode, row in (("recompute", "full_model"), ("recompute", "no_fusion"), ("shared", "full_model")):
+    for (mode, row), label in LABELS.items():
       sub = workdir / f"{mode}_s{seed}"
       if not (sub / "rows" / row / "metrics.json").exists():
         continue
-      label = mode + (", early fusion" if mode == "recompute" and row == "full_model" else
-                      ", no fusion" if mode == "recompute" else "")
       entries.append((label, seed, tail_loss(sub, tail_steps), row_videos(sub, row)))
   lines = [f"| mode | seed | own-frame MSE, last {tail_steps} steps | "
            + " | ".join(title for _, title, _ in METRICS) + " | "
-           + " | ".join(f"Δ {title} vs recompute (paired)" for _, title, _ in METRICS) + " |",
+           + " | ".join(f"Δ {title} vs the seed's first row (paired)" for _, title, _ in METRICS) + " |",
            "|---|---:|---:|" + "---:|" * (2 * len(METRICS))]
   for label, seed, loss, videos in entries:
-    reference = next((v for lab, s, _, v in entries if s == seed and lab == "recompute, early fusion"), None)
+    reference_label, reference = next((lab, v) for lab, s, _, v in entries if s == seed)
     diffs = []
     for key, _, _ in METRICS:
-      if reference is None or label == "recompute, early fusion":
+      if label == reference_label:
         diffs.append("")
       else:
         mean, se, _ = ablation.paired_difference(videos[key], reference[key])
@@ -111,14 +116,19 @@ def main():
   parser.add_argument("--config", default="configs/micro.py")
   parser.add_argument("--workdir", default="runs/context_modes")
   parser.add_argument("--seeds", default="0")
+  parser.add_argument("--modes", default="recompute,shared", help=f"comma-separated, of {sorted(MODES)}")
   parser.add_argument("--tail_steps", type=int, default=300)
   parser.add_argument("--summarize", action="store_true", help="only tabulate the finished runs")
   args = parser.parse_args()
   seeds = [int(s) for s in args.seeds.split(",")]
+  modes = args.modes.split(",")
+  unknown = sorted(set(modes) - set(MODES))
+  if unknown:
+    parser.error(f"--modes: unknown {unknown}; known: {sorted(MODES)}")
   workdir = pathlib.Path(args.workdir)
   if not args.summarize:
     for seed in seeds:
-      for mode in MODES:
+      for mode in modes:
         ablation.run(run_config(args.config, mode, seed), str(workdir / f"{mode}_s{seed}"))
   print(summarize(workdir, seeds, args.tail_steps))
 

@@ -136,6 +136,9 @@ def base_config() -> ml_collections.ConfigDict:
   # p(no tokens) + s (p(tokens) - p(no tokens)), text guidance applied inside each (4 branches with both), in one
   # batched call. 1: off (the paper). Meant for a model trained with vin.drop_prob > 0.
   c.sampling.global_guidance_scale = 1.0
+  # ... applied on the first ceil(fraction * num_steps) steps only, where the layout and colours are decided (a
+  # guidance interval, as Kynkaanniemi et al. 2024 do for text CFG; beyond the paper). 1: every step.
+  c.sampling.global_guidance_fraction = 1.0
   c.sampling.num_chunks = 8
   c.sampling.num_samples = 2
   c.sampling.method = "vin"         # "vin" | "full" | "autoregressive" | "no_global" | "freenoise"

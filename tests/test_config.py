@@ -161,6 +161,8 @@ INVALID = [
     ("negative_global_guidance", _set(**{"sampling.global_guidance_scale": -1.0}), "sampling.global_guidance_scale"),
     ("global_guidance_without_vin", _set(**{"sampling.global_guidance_scale": 2.0, "vin.enabled": False}),
      "sampling.global_guidance_scale"),
+    ("global_guidance_fraction_zero", _set(**{"sampling.global_guidance_fraction": 0.0}),
+     "sampling.global_guidance_fraction"),
     ("global_guidance_with_joint_guidance",
      _set(**{"sampling.global_guidance_scale": 2.0, "sampling.image_guidance_scale": 1.5}),
      "sampling.global_guidance_scale"),

@@ -232,6 +232,9 @@ def validate(config, num_devices: int | None = None, *, purpose: str = "train") 
   if global_scale != 1.0 and (not config.vin.enabled or config.model.window_mode == "full"):
     fail("sampling.global_guidance_scale", "guides the global tokens of a chunked VIN model, but this model has "
          f"vin.enabled={config.vin.enabled}, model.window_mode={config.model.window_mode!r}; leave it at 1")
+  if not 0.0 < config.sampling.get("global_guidance_fraction", 1.0) <= 1.0:
+    fail("sampling.global_guidance_fraction", "must be in (0, 1]: the fraction of the first sampling steps that "
+         "sampling.global_guidance_scale guides (1: every step)")
   if global_scale != 1.0 and config.sampling.get("image_guidance_scale", 1.0) != 1.0:
     fail("sampling.global_guidance_scale", "cannot be combined with sampling.image_guidance_scale != 1 (STIV's "
          "joint guidance); set one of them to 1")

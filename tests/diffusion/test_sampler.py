@@ -267,13 +267,17 @@ def test_no_global_differs_from_vin(generated):
 def test_global_guidance_extrapolates_from_the_no_token_branch(config, model_def, params, text, predict,
                                                                noisy_inputs):
   """sampling.global_guidance_scale (beyond the paper) with text guidance: the one batched four-branch call
-  equals p(-G) + s_global (p(G) - p(-G)), each text-guided, from separate model calls; the baselines run
-  without it."""
+  equals p(-G) + s_global (p(G) - p(-G)), each text-guided, from separate model calls, on the first
+  ceil(global_guidance_fraction * num_steps) steps, and p(G) after them; the baselines run without it."""
   x, t, drop = noisy_inputs
   s_text, s_global = 2.0, 3.0
   settings = dataclasses.replace(sampler.SamplerSettings.from_config(config), guidance_scale=s_text,
-                                 global_guidance_scale=s_global)
-  got = np.asarray(jax.jit(lambda p: sampler.guided_prediction(model_def.bind(p), x, t, text, settings))(params))
+                                 global_guidance_scale=s_global, num_steps=4, global_guidance_fraction=0.3)
+  assert sampler.global_guidance_steps(settings) == 2
+  assert sampler.global_guidance_steps(dataclasses.replace(settings, global_guidance_fraction=0.5)) == 2
+  assert sampler.global_guidance_steps(dataclasses.replace(settings, global_guidance_fraction=1.0)) == 4
+  at_step = jax.jit(lambda p, step: sampler.guided_prediction(model_def.bind(p), x, t, text, settings, step=step))
+  got = np.asarray(at_step(params, 1))     # the last guided step
   L = settings.context_frames
   no_tokens = jax.jit(lambda p, d: model_def.bind(p)(x, t, text, context_frames=L, drop_text_B=d,
                                                      use_global=False)[0])
@@ -282,6 +286,7 @@ def test_global_guidance_extrapolates_from_the_no_token_branch(config, model_def
   without = text_guided(no_tokens(params, drop), np.asarray(no_tokens(params, ~drop)))
   np.testing.assert_allclose(got, without + s_global * (with_g - without), atol=1e-4, rtol=1e-4)
   assert np.abs(got - with_g).max() > 1e-3
+  np.testing.assert_allclose(np.asarray(at_step(params, 2)), with_g, atol=1e-4, rtol=1e-4)   # past the interval
 
   guided = copy.deepcopy(config)
   guided.sampling.global_guidance_scale = s_global

@@ -6,6 +6,7 @@ Latents are chunk-major [B, N, F, h, w, c]. Steps s count down from num_steps to
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Callable
 
 import jax
@@ -42,6 +43,7 @@ class SamplerSettings:
   image_guidance_scale: float = 1.0   # STIV's joint image-text guidance; 1: the image is always given
   cfg_renorm: bool = False
   global_guidance_scale: float = 1.0  # guidance on the global tokens (beyond the paper); 1: off
+  global_guidance_fraction: float = 1.0  # ... on the first ceil(fraction * num_steps) steps only (beyond the paper)
   use_global: bool = True        # False: the `no_global` method on any model
   full: bool | None = None       # True: one window over the video (`full`); None: as the model was built
   freenoise_stride: int = 4
@@ -53,7 +55,8 @@ class SamplerSettings:
                    fusion=s.fusion, t_alpha=s.t_alpha, guidance_scale=s.guidance_scale, cfg_renorm=s.cfg_renorm,
                    freenoise_stride=s.freenoise_stride,
                    image_guidance_scale=float(s.get("image_guidance_scale", 1.0)),
-                   global_guidance_scale=float(s.get("global_guidance_scale", 1.0)))
+                   global_guidance_scale=float(s.get("global_guidance_scale", 1.0)),
+                   global_guidance_fraction=float(s.get("global_guidance_fraction", 1.0)))
     return dataclasses.replace(settings, **overrides)
 
   @classmethod
@@ -81,11 +84,17 @@ def guides_global_tokens(settings: SamplerSettings) -> bool:
   return settings.global_guidance_scale != 1.0 and settings.use_global and not settings.full
 
 
-def guided_prediction(model, x_BxNxFx___, t_BxNxF, text, settings: SamplerSettings, *, axis_name=None):
+def global_guidance_steps(settings: SamplerSettings) -> int:
+  """How many of the first sampling steps are guided on the global tokens (sampling.global_guidance_fraction)."""
+  return math.ceil(settings.global_guidance_fraction * settings.num_steps - 1e-9)
+
+
+def guided_prediction(model, x_BxNxFx___, t_BxNxF, text, settings: SamplerSettings, *, axis_name=None, step=None):
   """Window predictions [B, N, L+F, ...] with classifier-free guidance in one batched call.
 
   Text guidance: p = p(-T) + s (p(T) - p(-T)). Global-token guidance (`guides_global_tokens`): the same
-  with and without the global tokens, then p(-G) + s_global (p(G) - p(-G)); up to four branches."""
+  with and without the global tokens, then p(-G) + s_global (p(G) - p(-G)); up to four branches. `step`
+  (0-based, may be traced) is the sampling step: from step `global_guidance_steps(settings)` on, s_global = 1."""
   kwargs = dict(context_frames=settings.context_frames, axis_name=axis_name, use_global=settings.use_global,
                 full=settings.full)
   b = x_BxNxFx___.shape[0]
@@ -112,7 +121,10 @@ def guided_prediction(model, x_BxNxFx___, t_BxNxF, text, settings: SamplerSettin
   guided = text_guided(0)
   if len(global_branches) > 1:
     without = text_guided(len(text_branches))
-    guided = without + settings.global_guidance_scale * (guided - without)
+    scale = settings.global_guidance_scale
+    if step is not None and global_guidance_steps(settings) < settings.num_steps:
+      scale = jnp.where(step < global_guidance_steps(settings), scale, 1.0)
+    guided = without + scale * (guided - without)
   return _renormed(guided, preds[0], settings)
 
 
@@ -185,7 +197,7 @@ def sample_parallel(model, schedule: Schedule, settings: SamplerSettings, noise_
       x = schedule.step(x, jnp.where(hold, fuse(free), fuse(guided)), t_free, t_free_next)
     else:
       x = jnp.where(hold, clean_x0, x)
-      pred = fuse(guided_prediction(model, x, t, text, settings, axis_name=axis_name))
+      pred = fuse(guided_prediction(model, x, t, text, settings, axis_name=axis_name, step=i))
       x = jnp.where(hold, clean_x0, schedule.step(x, pred, t, t_next))
     if progress is not None:
       jax.debug.callback(progress, i)
