@@ -146,10 +146,12 @@ def test_full_mode_refuses_a_split_chunk_axis():
 
 def test_sharded_sampler_with_rescheduled_noise_and_global_guidance_matches_single_device(reference):
   # Each device derives its chunks' permutations of chunk 0's noise from global indices; global-token
-  # guidance (beyond the paper) runs its no-token branch in the same sharded call.
+  # guidance (beyond the paper) runs its no-token branch in the same sharded call, on the first half of the
+  # steps only (global_guidance_fraction: the scale switches on the scan's step index).
   def configured(**axes):
     config = _config(**axes)
     config.sampling.noise, config.sampling.global_guidance_scale = "rescheduled", 2.0
+    config.sampling.global_guidance_fraction = 0.5
     return config
 
   config = configured()
