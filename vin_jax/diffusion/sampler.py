@@ -86,7 +86,7 @@ def guides_global_tokens(settings: SamplerSettings) -> bool:
 
 def global_guidance_steps(settings: SamplerSettings) -> int:
   """How many of the first sampling steps are guided on the global tokens (sampling.global_guidance_fraction)."""
-  return math.ceil(settings.global_guidance_fraction * settings.num_steps - 1e-9)
+  return math.ceil(settings.global_guidance_fraction * settings.num_steps - 1e-9)   # 0.2 * 25 is 5.000000000000001
 
 
 def guided_prediction(model, x_BxNxFx___, t_BxNxF, text, settings: SamplerSettings, *, axis_name=None, step=None):
@@ -122,7 +122,7 @@ def guided_prediction(model, x_BxNxFx___, t_BxNxF, text, settings: SamplerSettin
   if len(global_branches) > 1:
     without = text_guided(len(text_branches))
     scale = settings.global_guidance_scale
-    if step is not None and global_guidance_steps(settings) < settings.num_steps:
+    if step is not None:
       scale = jnp.where(step < global_guidance_steps(settings), scale, 1.0)
     guided = without + scale * (guided - without)
   return _renormed(guided, preds[0], settings)
